@@ -1,0 +1,167 @@
+//! [`LeadershipChange`] and the [`LeadershipChanges`] stream each subscriber gets.
+
+use std::ops::BitOr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::SystemTime;
+
+use futures::Stream;
+use serde::{Deserialize, Serialize};
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_stream::wrappers::BroadcastStream;
+
+use crate::LeaderInfo;
+
+/// What kind of transition a [`LeadershipChange`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ChangeKind {
+    /// This participant became leader (once per acquisition).
+    Acquired,
+    /// This participant stopped being leader (once per loss).
+    Lost,
+    /// Another participant became leader, or nobody leads now.
+    LeaderChanged,
+}
+
+/// A set of [`ChangeKind`]s, for [`kinds`](crate::LeadershipStreamExt::kinds).
+///
+/// ```
+/// use leader_core::{ChangeKind, ChangeKinds};
+/// let set = ChangeKinds::ACQUIRED | ChangeKinds::LOST;
+/// assert!(set.contains(ChangeKind::Lost));
+/// assert!(!set.contains(ChangeKind::LeaderChanged));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct ChangeKinds(u8);
+
+impl ChangeKinds {
+    /// No kind.
+    pub const NONE: ChangeKinds = ChangeKinds(0);
+    /// [`ChangeKind::Acquired`].
+    pub const ACQUIRED: ChangeKinds = ChangeKinds(1);
+    /// [`ChangeKind::Lost`].
+    pub const LOST: ChangeKinds = ChangeKinds(2);
+    /// [`ChangeKind::LeaderChanged`].
+    pub const LEADER_CHANGED: ChangeKinds = ChangeKinds(4);
+    /// Every kind.
+    pub const ALL: ChangeKinds = ChangeKinds(7);
+
+    /// Whether `kind` is in the set.
+    pub fn contains(self, kind: ChangeKind) -> bool {
+        self.0 & ChangeKinds::from(kind).0 != 0
+    }
+}
+
+impl From<ChangeKind> for ChangeKinds {
+    fn from(kind: ChangeKind) -> Self {
+        match kind {
+            ChangeKind::Acquired => ChangeKinds::ACQUIRED,
+            ChangeKind::Lost => ChangeKinds::LOST,
+            ChangeKind::LeaderChanged => ChangeKinds::LEADER_CHANGED,
+        }
+    }
+}
+
+impl BitOr for ChangeKinds {
+    type Output = ChangeKinds;
+    fn bitor(self, rhs: Self) -> Self {
+        ChangeKinds(self.0 | rhs.0)
+    }
+}
+
+impl<const N: usize> From<[ChangeKind; N]> for ChangeKinds {
+    fn from(kinds: [ChangeKind; N]) -> Self {
+        kinds.into_iter().fold(ChangeKinds::NONE, |set, k| set | k.into())
+    }
+}
+
+/// Why a change happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ChangeReason {
+    /// The first item of every [`changes()`](crate::Election::changes) stream: the state when the
+    /// subscriber subscribed.
+    Subscribed,
+    /// This participant won a campaign (or a manual `try_acquire`).
+    Elected,
+    /// A new holder (or none) was seen by a follower.
+    Observed,
+    /// The lease was released on purpose ([`Election::release`](crate::Election::release)).
+    Released,
+    /// The store says the lease is no longer ours: it expired, or was broken or taken.
+    Expired,
+    /// The local deadline passed without a successful renew, and the store answered with errors.
+    RenewFailed,
+    /// The local deadline passed without a successful renew because the store could not be reached
+    /// or did not answer in time.
+    StoreUnavailable,
+    /// [`Election::stop`](crate::Election::stop) was called, or the last handle dropped.
+    Stopped,
+    /// The user's health check said this participant is unhealthy.
+    Unhealthy,
+}
+
+/// One transition, as delivered to every subscriber of [`Election::changes`](crate::Election::changes).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LeadershipChange {
+    /// What happened.
+    pub kind: ChangeKind,
+    /// Whether this participant leads after the change.
+    pub is_leader: bool,
+    /// The holder after the change, if known.
+    pub current: Option<LeaderInfo>,
+    /// The holder before the change, if known.
+    pub previous: Option<LeaderInfo>,
+    /// Why.
+    pub reason: ChangeReason,
+    /// Changes this subscriber lost to overflow just before this one (normally 0).
+    pub missed: u64,
+    /// When the change happened (wall clock, for display).
+    #[serde(with = "humantime_serde")]
+    pub at: SystemTime,
+}
+
+impl LeadershipChange {
+    /// The token of `current`, if any.
+    pub fn token(&self) -> Option<crate::FencingToken> {
+        self.current.as_ref().map(|l| l.token)
+    }
+}
+
+/// The stream returned by [`Election::changes`](crate::Election::changes): the state at subscription
+/// first (`reason: Subscribed`), then every transition in order. Its buffer is bounded
+/// (`event_buffer`); a subscriber that falls behind loses the oldest changes and the next one it
+/// gets carries `missed > 0`. It ends when the election is dropped.
+#[must_use = "streams do nothing unless polled"]
+pub struct LeadershipChanges {
+    first: Option<LeadershipChange>,
+    inner: BroadcastStream<LeadershipChange>,
+    missed: u64,
+}
+
+impl LeadershipChanges {
+    pub(crate) fn new(first: LeadershipChange, rx: tokio::sync::broadcast::Receiver<LeadershipChange>) -> Self {
+        LeadershipChanges { first: Some(first), inner: BroadcastStream::new(rx), missed: 0 }
+    }
+}
+
+impl Stream for LeadershipChanges {
+    type Item = LeadershipChange;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<LeadershipChange>> {
+        if let Some(first) = self.first.take() {
+            return Poll::Ready(Some(first));
+        }
+        loop {
+            match Pin::new(&mut self.inner).poll_next(cx) {
+                Poll::Ready(Some(Ok(mut change))) => {
+                    change.missed = std::mem::take(&mut self.missed);
+                    return Poll::Ready(Some(change));
+                }
+                Poll::Ready(Some(Err(BroadcastStreamRecvError::Lagged(n)))) => self.missed += n,
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}

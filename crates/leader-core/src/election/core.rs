@@ -1,0 +1,308 @@
+//! The state one election shares between its handles, its driver task and its tenure watchdogs:
+//! who leads, our tenure, and the one place where changes are emitted.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{broadcast, watch};
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use super::leadership::{lock, Leadership};
+use crate::{
+    Acquire, AcquireRequest, Capabilities, ChangeKind, ChangeReason, ElectionOptions, Error, ErrorKind, FencingToken,
+    LeaderInfo, LeadershipChange, LeadershipChanges, Lease, LeaseStore, Metadata, Result,
+};
+
+/// What `is_leader`, `leadership` and `wait_for_leadership` read.
+#[derive(Clone, Default)]
+pub(crate) struct Status {
+    pub(crate) leadership: Option<Leadership>,
+    pub(crate) stopped: bool,
+}
+
+#[derive(Default)]
+struct State {
+    tenure: Option<Leadership>,
+    /// Last known holder, ours or another's.
+    holder: Option<LeaderInfo>,
+    /// Highest token of a tenure we ended locally: a later acquire that returns this lease again
+    /// (the store still had it) must not resume it.
+    last_lost: Option<FencingToken>,
+    /// Kind of the last failed store call since the last success, to name why a deadline passed.
+    last_error: Option<ErrorKind>,
+    /// After `release()`: no campaigning before this instant unless another participant leads.
+    abstain_until: Option<Instant>,
+}
+
+pub(crate) struct Core {
+    pub(crate) store: Arc<dyn LeaseStore>,
+    pub(crate) name: String,
+    pub(crate) participant_id: String,
+    pub(crate) instance_id: String,
+    pub(crate) options: ElectionOptions,
+    pub(crate) caps: Capabilities,
+    metadata: Mutex<Metadata>,
+    state: Mutex<State>,
+    events: broadcast::Sender<LeadershipChange>,
+    pub(crate) status: watch::Sender<Status>,
+    /// Serialises the calls that change our lease (driver, manual `try_acquire`, `release`,
+    /// `set_metadata`), so that a renew never races a release of the same lease.
+    pub(crate) op_lock: tokio::sync::Mutex<()>,
+    /// Pokes the driver to re-evaluate (after `release`, `set_metadata`).
+    pub(crate) wake: tokio::sync::Notify,
+}
+
+/// What one acquire attempt found.
+pub(crate) enum Attempt {
+    Leading(Leadership),
+    Follower(Option<LeaderInfo>),
+}
+
+impl Core {
+    pub(crate) fn new(
+        store: Arc<dyn LeaseStore>,
+        name: String,
+        participant_id: String,
+        options: ElectionOptions,
+    ) -> Self {
+        let caps = store.capabilities();
+        let (events, _) = broadcast::channel(options.event_buffer);
+        Core {
+            store,
+            name,
+            participant_id,
+            instance_id: uuid::Uuid::new_v4().to_string(),
+            metadata: Mutex::new(options.metadata.clone()),
+            options,
+            caps,
+            state: Mutex::new(State::default()),
+            events,
+            status: watch::Sender::new(Status::default()),
+            op_lock: tokio::sync::Mutex::new(()),
+            wake: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Runs one store call under `operation_timeout`, in a tracing span, and records its outcome.
+    pub(crate) async fn call<T>(&self, op: &'static str, fut: impl Future<Output = Result<T>>) -> Result<T> {
+        let span = tracing::debug_span!("leader.store", op, election = %self.name, participant = %self.participant_id);
+        let result = match tokio::time::timeout(self.options.operation_timeout, fut).instrument(span).await {
+            Ok(r) => r,
+            Err(elapsed) => Err(Error::from(elapsed)),
+        };
+        let mut st = lock(&self.state);
+        match &result {
+            Ok(_) => st.last_error = None,
+            Err(e) => {
+                tracing::debug!(op, election = %self.name, error = %e, "store call failed");
+                st.last_error = Some(e.kind());
+            }
+        }
+        result
+    }
+
+    pub(crate) fn request(&self) -> AcquireRequest {
+        AcquireRequest {
+            election: self.name.clone(),
+            participant_id: self.participant_id.clone(),
+            instance_id: self.instance_id.clone(),
+            ttl: self.options.lease_duration,
+            metadata: lock(&self.metadata).clone(),
+        }
+    }
+
+    pub(crate) fn set_metadata(&self, metadata: Metadata) {
+        *lock(&self.metadata) = metadata;
+    }
+
+    pub(crate) fn tenure(&self) -> Option<Leadership> {
+        lock(&self.state).tenure.clone()
+    }
+
+    pub(crate) fn holder(&self) -> Option<LeaderInfo> {
+        lock(&self.state).holder.clone()
+    }
+
+    pub(crate) fn abstaining_until(&self) -> Option<Instant> {
+        let mut st = lock(&self.state);
+        match st.abstain_until {
+            Some(t) if t > Instant::now() => Some(t),
+            _ => {
+                st.abstain_until = None;
+                None
+            }
+        }
+    }
+
+    pub(crate) fn abstain(&self) {
+        lock(&self.state).abstain_until = Some(Instant::now() + self.options.lease_duration);
+    }
+
+    /// One acquire attempt (campaign, or refresh of our own lease in manual mode). The caller holds
+    /// `op_lock`.
+    pub(crate) async fn acquire_once(self: &Arc<Self>) -> Result<Attempt> {
+        let req = self.request();
+        for _ in 0..2 {
+            let sent = Instant::now();
+            match self.call("try_acquire", self.store.try_acquire(&req)).await? {
+                Acquire::Held(holder) => {
+                    if let Some(t) = self.tenure() {
+                        self.end_tenure(&t, ChangeReason::Expired);
+                    }
+                    self.observe_holder(holder.clone());
+                    return Ok(Attempt::Follower(holder));
+                }
+                Acquire::Acquired(lease) => {
+                    if let Some(t) = self.tenure() {
+                        if t.token() == lease.token && t.extend(lease.clone(), sent + self.options.renew_deadline) {
+                            lock(&self.state).holder = Some(lease);
+                            return Ok(Attempt::Leading(t));
+                        }
+                        self.end_tenure(&t, ChangeReason::Expired);
+                    }
+                    if self.is_stale(&lease) {
+                        // We gave this tenure up locally; resuming it would emit a second Acquired
+                        // for one token. Release it and campaign afresh for a new token.
+                        self.call("release", self.store.release(&lease)).await?;
+                        continue;
+                    }
+                    return Ok(Attempt::Leading(self.begin_tenure(lease, sent)));
+                }
+            }
+        }
+        Err(Error::backend("the store returned a lease this participant had already given up, even after releasing it"))
+    }
+
+    fn is_stale(&self, lease: &Lease) -> bool {
+        lease.instance_id == self.instance_id && lock(&self.state).last_lost.is_some_and(|t| lease.token <= t)
+    }
+
+    /// A successful renew sent at `sent`; false if the tenure had already ended.
+    pub(crate) fn renewed(&self, tenure: &Leadership, lease: Lease, sent: Instant) -> bool {
+        let ok = tenure.extend(lease.clone(), sent + self.options.renew_deadline);
+        if ok {
+            lock(&self.state).holder = Some(lease);
+        }
+        ok
+    }
+
+    pub(crate) fn update_lease(&self, tenure: &Leadership, lease: Lease) {
+        let mut st = lock(&self.state);
+        if st.tenure.as_ref().is_some_and(|t| t.same(tenure)) {
+            tenure.set_info(lease.clone());
+            st.holder = Some(lease);
+        }
+    }
+
+    fn begin_tenure(self: &Arc<Self>, lease: Lease, sent: Instant) -> Leadership {
+        let tenure = Leadership::new(lease.clone(), sent + self.options.renew_deadline);
+        {
+            let mut st = lock(&self.state);
+            st.abstain_until = None;
+            let previous = st.holder.replace(lease.clone());
+            st.tenure = Some(tenure.clone());
+            self.status.send_modify(|s| s.leadership = Some(tenure.clone()));
+            tracing::info!(election = %self.name, participant = %self.participant_id, token = %lease.token, "acquired leadership");
+            self.emit(ChangeKind::Acquired, true, Some(lease), previous, ChangeReason::Elected);
+        }
+        // The watchdog ends the tenure at its deadline whatever the driver is doing (or in manual
+        // mode, where there is no driver).
+        let core = Arc::downgrade(self);
+        let t = tenure.clone();
+        tokio::spawn(async move {
+            t.lost().await;
+            if let Some(core) = core.upgrade() {
+                let reason = core.deadline_reason();
+                core.end_tenure(&t, reason);
+            }
+        });
+        tenure
+    }
+
+    fn deadline_reason(&self) -> ChangeReason {
+        match lock(&self.state).last_error {
+            Some(ErrorKind::Unavailable | ErrorKind::Timeout) => ChangeReason::StoreUnavailable,
+            _ => ChangeReason::RenewFailed,
+        }
+    }
+
+    /// Ends `tenure` if it is the current one and emits `Lost` once. Returns whether it did.
+    pub(crate) fn end_tenure(&self, tenure: &Leadership, reason: ChangeReason) -> bool {
+        let mut st = lock(&self.state);
+        if !st.tenure.as_ref().is_some_and(|t| t.same(tenure)) {
+            return false;
+        }
+        tenure.end();
+        st.tenure = None;
+        st.last_lost = Some(st.last_lost.map_or(tenure.token(), |t| t.max(tenure.token())));
+        let previous = st.holder.take();
+        self.status.send_modify(|s| s.leadership = None);
+        tracing::info!(election = %self.name, participant = %self.participant_id, token = %tenure.token(), ?reason, "lost leadership");
+        self.emit(ChangeKind::Lost, false, None, previous, reason);
+        true
+    }
+
+    /// A follower saw `holder` (or nobody); emits `LeaderChanged` when that is news.
+    pub(crate) fn observe_holder(&self, holder: Option<LeaderInfo>) {
+        let mut st = lock(&self.state);
+        if st.tenure.is_some() {
+            return;
+        }
+        let key = |h: &Option<LeaderInfo>| h.as_ref().map(|l| (l.instance_id.clone(), l.token));
+        if key(&st.holder) == key(&holder) {
+            st.holder = holder;
+            return;
+        }
+        if holder.as_ref().is_some_and(|h| h.instance_id != self.instance_id) {
+            // Another participant leads: a release()'s abstention has done its job.
+            st.abstain_until = None;
+        }
+        let previous = std::mem::replace(&mut st.holder, holder.clone());
+        tracing::debug!(election = %self.name, holder = ?holder.as_ref().map(|h| &h.participant_id), "leader changed");
+        self.emit(ChangeKind::LeaderChanged, false, holder, previous, ChangeReason::Observed);
+    }
+
+    /// Sends a change to every subscriber. Called with the state lock held, so that `changes()`
+    /// (which snapshots under the same lock) neither misses nor repeats a change.
+    fn emit(
+        &self,
+        kind: ChangeKind,
+        is_leader: bool,
+        current: Option<LeaderInfo>,
+        previous: Option<LeaderInfo>,
+        reason: ChangeReason,
+    ) {
+        let _ = self.events.send(LeadershipChange {
+            kind,
+            is_leader,
+            current,
+            previous,
+            reason,
+            missed: 0,
+            at: SystemTime::now(),
+        });
+    }
+
+    pub(crate) fn subscribe(&self) -> LeadershipChanges {
+        let st = lock(&self.state);
+        let rx = self.events.subscribe();
+        let leading = st.tenure.is_some();
+        let first = LeadershipChange {
+            kind: if leading { ChangeKind::Acquired } else { ChangeKind::LeaderChanged },
+            is_leader: leading,
+            current: st.holder.clone(),
+            previous: None,
+            reason: ChangeReason::Subscribed,
+            missed: 0,
+            at: SystemTime::now(),
+        };
+        LeadershipChanges::new(first, rx)
+    }
+
+    /// Jittered `d`: between 0.75 and 1.25 of it, so that followers do not retry in step.
+    pub(crate) fn jitter(d: Duration) -> Duration {
+        d.mul_f64(0.75 + fastrand::f64() * 0.5)
+    }
+}

@@ -1,0 +1,199 @@
+//! The background task of a started [`Election`](crate::Election): one state machine that
+//! campaigns, renews, waits for the store's push hints or polls, and steps down.
+//!
+//! ```text
+//!            acquire: Acquired                     renew: None / deadline passed
+//!  Follower ───────────────────────▶ Leader ─────────────────────────────────────▶ Follower
+//!     ▲  │ acquire: Held → wait for watch hint,                    │ release()
+//!     │  │   the holder's expires_in, or retry_interval (jittered) ▼
+//!     └──┴──────────────────────────────────────────────────── Abstaining (until another
+//!                                                               leads or one lease passes)
+//! ```
+//!
+//! Every store call runs under `operation_timeout`; no error ends the loop. The local deadline is
+//! enforced by each tenure's watchdog (see `Core::begin_tenure`), not here, so a stuck driver
+//! cannot keep a stale leader.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::stream::BoxStream;
+use futures::{FutureExt, StreamExt};
+use tokio::sync::watch;
+use tokio::time::{sleep_until, Instant};
+
+use super::core::{Attempt, Core};
+use super::leadership::Leadership;
+use crate::{ChangeReason, LeaderInfo};
+
+pub(crate) async fn run(core: Arc<Core>, mut stop: watch::Receiver<bool>) {
+    let mut driver = Driver { core, watch: None, watch_retry_at: Instant::now(), next_renew: Instant::now() };
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let step = async {
+            match driver.core.tenure() {
+                Some(tenure) => driver.lead(tenure).await,
+                None => match driver.core.abstaining_until() {
+                    Some(until) => driver.abstain(until).await,
+                    None => driver.campaign().await,
+                },
+            }
+        };
+        tokio::select! {
+            _ = step => {}
+            _ = stop.wait_for(|s| *s) => break,
+        }
+    }
+    // Stopped or dropped: whatever we held ends here (stop() releases it in the store afterwards).
+    if let Some(t) = driver.core.tenure() {
+        driver.core.end_tenure(&t, ChangeReason::Stopped);
+    }
+}
+
+struct Driver {
+    core: Arc<Core>,
+    watch: Option<BoxStream<'static, ()>>,
+    watch_retry_at: Instant,
+    next_renew: Instant,
+}
+
+impl Driver {
+    /// Leader: renew every `renew_interval` (retrying sooner after a failure) until the tenure ends.
+    async fn lead(&mut self, tenure: Leadership) {
+        // No need for push hints while leading (for queue stores they watch our predecessor).
+        self.watch = None;
+        tokio::select! {
+            _ = sleep_until(self.next_renew) => {}
+            _ = tenure.lost() => return,
+            _ = self.core.wake.notified() => return,
+        }
+        let core = &self.core;
+        let _op = core.op_lock.lock().await;
+        if !tenure.is_valid() {
+            return;
+        }
+        let sent = Instant::now();
+        let lease = tenure.info();
+        match core.call("renew", core.store.renew(&lease, core.options.lease_duration)).await {
+            Ok(Some(renewed)) => {
+                if core.renewed(&tenure, renewed, sent) {
+                    self.next_renew = sent + core.options.renew_interval;
+                }
+            }
+            Ok(None) => {
+                core.end_tenure(&tenure, ChangeReason::Expired);
+            }
+            Err(_) => {
+                // Retry soon, but never past the deadline; the watchdog steps down at the deadline.
+                self.next_renew = (Instant::now() + Core::jitter(core.options.retry_interval)).min(tenure.valid_until());
+            }
+        }
+    }
+
+    /// Follower: one acquire attempt, then wait for a reason to try again.
+    async fn campaign(&mut self) {
+        self.ensure_watch();
+        self.drain_watch();
+        let attempt = {
+            let _op = self.core.op_lock.lock().await;
+            self.core.acquire_once().await
+        };
+        match attempt {
+            Ok(Attempt::Leading(tenure)) => {
+                self.next_renew = tenure.valid_until() - self.core.options.renew_deadline + self.core.options.renew_interval;
+            }
+            Ok(Attempt::Follower(holder)) => {
+                let wake = self.follower_wake(holder.as_ref());
+                self.wait(wake).await;
+            }
+            Err(_) => {
+                let wake = Instant::now() + Core::jitter(self.core.options.retry_interval);
+                self.wait(wake).await;
+            }
+        }
+    }
+
+    /// After `release()`: watch who leads without campaigning, until another participant leads
+    /// (then campaign as a normal follower) or the abstention ends.
+    async fn abstain(&mut self, until: Instant) {
+        self.ensure_watch();
+        self.drain_watch();
+        let holder = match self.core.call("current", self.core.store.current(&self.core.name)).await {
+            Ok(holder) => {
+                self.core.observe_holder(holder.clone());
+                holder
+            }
+            Err(_) => None,
+        };
+        let wake = self.follower_wake(holder.as_ref()).min(until);
+        self.wait(wake).await;
+    }
+
+    /// When a follower should look again if no push hint comes first: at the holder's expiry where
+    /// the store says it and does not push expiry itself, else every `retry_interval`; with a push
+    /// channel that covers expiry, only a slow safety poll.
+    fn follower_wake(&self, holder: Option<&LeaderInfo>) -> Instant {
+        let opts = &self.core.options;
+        let now = Instant::now();
+        let pushed = self.watch.is_some() && self.core.caps.pushes_expiry;
+        let at_expiry = holder.and_then(|h| h.expires_in).map(|d| d + small_jitter(opts.retry_interval));
+        let fallback = if pushed { opts.lease_duration } else { Core::jitter(opts.retry_interval) };
+        match (holder, at_expiry) {
+            (Some(_), Some(expiry)) => now + expiry.min(opts.lease_duration),
+            _ => now + fallback,
+        }
+    }
+
+    async fn wait(&mut self, until: Instant) {
+        let core = self.core.clone();
+        match self.watch.as_mut() {
+            Some(watch) => {
+                tokio::select! {
+                    _ = sleep_until(until) => {}
+                    hint = watch.next() => if hint.is_none() {
+                        // The push channel is down: poll, and try to watch again after a retry.
+                        self.watch = None;
+                        self.watch_retry_at = Instant::now() + core.options.retry_interval;
+                    },
+                    _ = core.wake.notified() => {}
+                }
+            }
+            None => {
+                tokio::select! {
+                    _ = sleep_until(until) => {}
+                    _ = core.wake.notified() => {}
+                }
+            }
+        }
+    }
+
+    fn ensure_watch(&mut self) {
+        if self.watch.is_none() && self.core.caps.push_notifications && Instant::now() >= self.watch_retry_at {
+            self.watch = self.core.store.watch(&self.core.name, Some(&self.core.instance_id));
+            if self.watch.is_none() {
+                self.watch_retry_at = Instant::now() + self.core.options.retry_interval;
+            }
+        }
+    }
+
+    /// Hints that arrived before this attempt are answered by it.
+    fn drain_watch(&mut self) {
+        if let Some(watch) = self.watch.as_mut() {
+            while let Some(item) = watch.next().now_or_never() {
+                if item.is_none() {
+                    self.watch = None;
+                    self.watch_retry_at = Instant::now() + self.core.options.retry_interval;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Up to a tenth of `retry` (at most 50 ms), so that followers woken by one expiry do not all call
+/// the store in the same millisecond.
+fn small_jitter(retry: Duration) -> Duration {
+    (retry / 10).min(Duration::from_millis(50)).mul_f64(fastrand::f64())
+}

@@ -1,0 +1,393 @@
+//! [`Election`]: one participant in one election, driven by hand or in the background.
+
+mod core;
+mod driver;
+mod leadership;
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use self::leadership::Leadership;
+use self::core::{Attempt, Core};
+use self::leadership::lock;
+use crate::{
+    validate, ChangeReason, ElectionOptions, Error, LeaderInfo, LeadershipChanges, LeaseStore, Metadata, Result,
+};
+
+/// One participant in one election. Cheap to clone: clones are handles to the same participant.
+///
+/// Two ways to use it:
+/// - **automatic**: [`start`](Election::start) campaigns, renews and watches in a background task;
+///   read [`is_leader`](Election::is_leader), await [`wait_for_leadership`](Election::wait_for_leadership),
+///   run work with [`run_as_leader`](Election::run_as_leader) or consume [`changes`](Election::changes);
+///   [`stop`](Election::stop) releases.
+/// - **manual**: call [`try_acquire`](Election::try_acquire) yourself (again before
+///   `renew_deadline` passes, to renew) and [`release`](Election::release).
+///
+/// Dropping the last handle stops the background task without blocking and without releasing (the
+/// lease then expires in the store); call `stop()` to hand over at once.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use leader_core::{Election, ElectionOptions, LeaseStore};
+///
+/// # async fn demo(store: Arc<dyn LeaseStore>) -> leader_core::Result<()> {
+/// let election = Election::builder(store, "nightly-report")
+///     .options(ElectionOptions::from_lease(Duration::from_secs(15)))
+///     .build()?;
+/// election.start().await?;
+/// let rows = election
+///     .run_as_leader(|leadership| async move {
+///         // every write carries leadership.token() so a deposed leader's writes are refused
+///         leadership.token().get()
+///     })
+///     .await?;
+/// election.stop().await?;
+/// # let _ = rows; Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Election {
+    handle: Arc<Handle>,
+}
+
+impl std::fmt::Debug for Election {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Election")
+            .field("election", &self.handle.core.name)
+            .field("participant_id", &self.handle.core.participant_id)
+            .field("instance_id", &self.handle.core.instance_id)
+            .field("is_leader", &self.is_leader())
+            .finish()
+    }
+}
+
+/// Owned by every clone of one `Election`; its drop is "the last handle went away".
+struct Handle {
+    core: Arc<Core>,
+    task: Mutex<Option<Task>>,
+}
+
+struct Task {
+    stop: watch::Sender<bool>,
+    join: JoinHandle<()>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+            let _ = task.stop.send(true);
+        }
+        if let Some(t) = self.core.tenure() {
+            self.core.end_tenure(&t, ChangeReason::Stopped);
+        }
+        self.core.status.send_modify(|s| s.stopped = true);
+    }
+}
+
+impl Election {
+    /// A participant named `participant_id` in `election`, with `options`.
+    ///
+    /// # Errors
+    /// [`InvalidArgument`](crate::ErrorKind::InvalidArgument) if the name, the id or the options
+    /// break a rule, or the store refuses the options ([`LeaseStore::check_options`]).
+    pub fn new(store: Arc<dyn LeaseStore>, election: &str, participant_id: &str, options: ElectionOptions) -> Result<Self> {
+        validate::validate_election_name(election)?;
+        validate::validate_participant_id(participant_id)?;
+        options.validate()?;
+        store.check_options(&options)?;
+        let core = Core::new(store, election.to_owned(), participant_id.to_owned(), options);
+        Ok(Election { handle: Arc::new(Handle { core: Arc::new(core), task: Mutex::new(None) }) })
+    }
+
+    /// A builder; the participant id defaults to `<host name>-<pid>-<random>`.
+    pub fn builder(store: Arc<dyn LeaseStore>, election: &str) -> ElectionBuilder {
+        ElectionBuilder { store, election: election.to_owned(), participant_id: None, options: ElectionOptions::default() }
+    }
+
+    fn core(&self) -> &Arc<Core> {
+        &self.handle.core
+    }
+
+    /// The election's name.
+    pub fn election_name(&self) -> &str {
+        &self.core().name
+    }
+
+    /// This participant's id.
+    pub fn participant_id(&self) -> &str {
+        &self.core().participant_id
+    }
+
+    /// This `Election` object's instance id (a random UUID), as the store records it.
+    pub fn instance_id(&self) -> &str {
+        &self.core().instance_id
+    }
+
+    /// The options in force.
+    pub fn options(&self) -> &ElectionOptions {
+        &self.core().options
+    }
+
+    /// The store this election runs on.
+    pub fn store(&self) -> &Arc<dyn LeaseStore> {
+        &self.core().store
+    }
+
+    /// One acquire attempt (manual mode). If we already lead, this renews: same token, fresh lease,
+    /// deadline moved. Returns whether we lead now.
+    ///
+    /// # Errors
+    /// The store's error, or [`Timeout`](crate::ErrorKind::Timeout) after `operation_timeout`. An
+    /// error leaves leadership as it was; it still ends at its local deadline.
+    ///
+    /// # Cancellation
+    /// Dropping the future may leave a lease granted in the store that this participant does not
+    /// know about; it is bounded by the lease duration, and the next `try_acquire` of this
+    /// participant recognises it.
+    pub async fn try_acquire(&self) -> Result<bool> {
+        let _op = self.core().op_lock.lock().await;
+        Ok(matches!(self.core().acquire_once().await?, Attempt::Leading(_)))
+    }
+
+    /// Hands over now: ends our tenure locally (emitting `Lost`), releases the lease in the store,
+    /// and abstains from campaigning until another participant leads or one lease passes.
+    pub async fn release(&self) -> Result<()> {
+        let core = self.core();
+        let _op = core.op_lock.lock().await;
+        core.abstain();
+        core.wake.notify_one();
+        let Some(tenure) = core.tenure() else { return Ok(()) };
+        core.end_tenure(&tenure, ChangeReason::Released);
+        core.call("release", core.store.release(&tenure.info())).await.map(drop)
+    }
+
+    /// Starts campaigning, renewing and watching in a background task. Idempotent; may be called
+    /// again after [`stop`](Election::stop). Needs a tokio runtime.
+    pub async fn start(&self) -> Result<()> {
+        let mut task = lock(&self.handle.task);
+        if task.as_ref().is_some_and(|t| !t.join.is_finished()) {
+            return Ok(());
+        }
+        let (stop, stop_rx) = watch::channel(false);
+        self.core().status.send_modify(|s| s.stopped = false);
+        let join = tokio::spawn(driver::run(self.core().clone(), stop_rx));
+        *task = Some(Task { stop, join });
+        Ok(())
+    }
+
+    /// Stops the background task, then releases the lease (and leaves the store's queue) at once,
+    /// so that a follower takes over without waiting for the lease to expire. Also releases a lease
+    /// an interrupted acquire may have left in the store.
+    pub async fn stop(&self) -> Result<()> {
+        let task = lock(&self.handle.task).take();
+        if let Some(task) = task {
+            let _ = task.stop.send(true);
+            let _ = task.join.await;
+        }
+        let core = self.core();
+        let _op = core.op_lock.lock().await;
+        core.status.send_modify(|s| s.stopped = true);
+        let mut result = Ok(());
+        let held = match core.tenure() {
+            Some(t) => {
+                core.end_tenure(&t, ChangeReason::Stopped);
+                Some(t.info())
+            }
+            None => match core.call("current", core.store.current(&core.name)).await {
+                Ok(Some(h)) if h.instance_id == core.instance_id => Some(h),
+                Ok(_) => None,
+                Err(e) => {
+                    result = Err(e);
+                    None
+                }
+            },
+        };
+        if let Some(lease) = held {
+            if let Err(e) = core.call("release", core.store.release(&lease)).await {
+                result = Err(e);
+            }
+        }
+        if let Err(e) = core.call("withdraw", core.store.withdraw(&core.name, &core.instance_id)).await {
+            result = result.and(Err(e));
+        }
+        result
+    }
+
+    /// Whether this participant leads now (guarantee 3): computed from the local deadline, not a
+    /// cached flag, so it turns false on time even when the background task or the store is stuck.
+    pub fn is_leader(&self) -> bool {
+        self.core().status.borrow().leadership.as_ref().is_some_and(Leadership::is_valid)
+    }
+
+    /// The last known holder, ours or another's (`None` when nobody leads or nothing is known yet).
+    pub fn current_leader(&self) -> Option<LeaderInfo> {
+        self.core().holder()
+    }
+
+    /// The tenure we hold now, if any.
+    pub fn leadership(&self) -> Option<Leadership> {
+        self.core().status.borrow().leadership.clone().filter(Leadership::is_valid)
+    }
+
+    /// Waits until this participant leads; starts campaigning first if it was not started.
+    ///
+    /// # Errors
+    /// [`Stopped`](crate::ErrorKind::Stopped) if the election is stopped while waiting.
+    pub async fn wait_for_leadership(&self) -> Result<Leadership> {
+        if lock(&self.handle.task).is_none() {
+            self.start().await?;
+        }
+        let mut rx = self.core().status.subscribe();
+        loop {
+            let status = rx.wait_for(|s| s.stopped || s.leadership.as_ref().is_some_and(Leadership::is_valid)).await;
+            let status = status.map_err(|_| Error::stopped("the election was dropped"))?.clone();
+            if status.stopped {
+                return Err(Error::stopped(format!("election {:?} was stopped while waiting to lead", self.core().name)));
+            }
+            match status.leadership {
+                Some(l) if l.is_valid() => return Ok(l),
+                _ => continue,
+            }
+        }
+    }
+
+    /// Waits to lead, then runs `work(leadership)` in the caller's task.
+    ///
+    /// - When the work returns while we lead, the lease is released and its output returned.
+    /// - At the local deadline `leadership.lost()` fires; the work then gets until
+    ///   `lease_duration - renew_deadline` later (before any other participant can acquire) to
+    ///   return. If it has not, its future is dropped and the result is
+    ///   [`LeadershipLost`](crate::ErrorKind::LeadershipLost).
+    ///
+    /// ```no_run
+    /// # async fn demo(election: leader_core::Election) -> leader_core::Result<()> {
+    /// election.run_as_leader(|l| async move {
+    ///     tokio::select! {
+    ///         _ = l.lost() => {}            // stop at once when leadership ends
+    ///         _ = migrate(l.token()) => {}
+    ///     }
+    /// }).await?;
+    /// # Ok(()) }
+    /// # async fn migrate(_: leader_core::FencingToken) {}
+    /// ```
+    pub async fn run_as_leader<F, Fut, T>(&self, work: F) -> Result<T>
+    where
+        F: FnOnce(Leadership) -> Fut,
+        Fut: Future<Output = T>,
+    {
+        let leadership = self.wait_for_leadership().await?;
+        let fut = work(leadership.clone());
+        tokio::pin!(fut);
+        tokio::select! {
+            biased;
+            out = &mut fut => {
+                self.release_tenure(&leadership).await?;
+                return Ok(out);
+            }
+            _ = leadership.lost() => {}
+        }
+        let opts = self.options();
+        let grace_end = leadership.valid_until() + (opts.lease_duration - opts.renew_deadline);
+        match tokio::time::timeout_at(grace_end, fut).await {
+            Ok(out) => Ok(out),
+            Err(_) => Err(Error::leadership_lost(format!(
+                "leadership of {:?} (token {}) ended and the work did not return within lease_duration - renew_deadline; it was cancelled",
+                self.core().name,
+                leadership.token()
+            ))),
+        }
+    }
+
+    /// Releases `tenure` if it is still ours (after `run_as_leader` work returned).
+    async fn release_tenure(&self, tenure: &Leadership) -> Result<()> {
+        match self.core().tenure() {
+            Some(t) if t.same(tenure) => self.release().await,
+            _ => Ok(()),
+        }
+    }
+
+    /// Replaces the metadata published with the lease (etcd's Proclaim). If we lead, the held
+    /// lease is updated in the store at once; otherwise it is used from the next acquisition.
+    ///
+    /// # Errors
+    /// [`InvalidArgument`](crate::ErrorKind::InvalidArgument) for metadata that breaks
+    /// [`validate_metadata`](crate::validate_metadata); [`LeadershipLost`](crate::ErrorKind::LeadershipLost)
+    /// if the store says the lease is no longer ours; the store's error otherwise.
+    pub async fn set_metadata(&self, metadata: Metadata) -> Result<()> {
+        validate::validate_metadata(&metadata)?;
+        let core = self.core();
+        let _op = core.op_lock.lock().await;
+        core.set_metadata(metadata.clone());
+        let Some(tenure) = core.tenure().filter(Leadership::is_valid) else { return Ok(()) };
+        match core.call("update_metadata", core.store.update_metadata(&tenure.info(), &metadata)).await? {
+            Some(lease) => {
+                core.update_lease(&tenure, lease);
+                Ok(())
+            }
+            None => {
+                core.end_tenure(&tenure, ChangeReason::Expired);
+                Err(Error::leadership_lost(format!("the lease of {:?} is no longer ours", core.name)))
+            }
+        }
+    }
+
+    /// A new subscriber's stream of changes: first the state now (`reason: Subscribed`), then every
+    /// transition in order. See [`LeadershipChanges`].
+    pub fn changes(&self) -> LeadershipChanges {
+        self.core().subscribe()
+    }
+}
+
+/// Builds an [`Election`]; from [`Election::builder`].
+#[must_use]
+pub struct ElectionBuilder {
+    store: Arc<dyn LeaseStore>,
+    election: String,
+    participant_id: Option<String>,
+    options: ElectionOptions,
+}
+
+impl ElectionBuilder {
+    /// The participant's id (default: `<host name>-<pid>-<random>`).
+    pub fn participant_id(mut self, id: impl Into<String>) -> Self {
+        self.participant_id = Some(id.into());
+        self
+    }
+
+    /// All options at once.
+    pub fn options(mut self, options: ElectionOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// The lease duration, with the other timings derived from it ([`ElectionOptions::from_lease`]).
+    /// Keeps metadata set before.
+    pub fn lease_duration(mut self, lease: std::time::Duration) -> Self {
+        let metadata = std::mem::take(&mut self.options.metadata);
+        self.options = ElectionOptions::from_lease(lease).with_metadata(metadata);
+        self
+    }
+
+    /// One metadata entry published with the lease.
+    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.options.metadata.insert(key.into(), value.into());
+        self
+    }
+
+    /// Builds it; see [`Election::new`] for the errors.
+    pub fn build(self) -> Result<Election> {
+        let id = self.participant_id.unwrap_or_else(default_participant_id);
+        Election::new(self.store, &self.election, &id, self.options)
+    }
+}
+
+/// `<host name>-<pid>-<4 random hex digits>`: unique per process by default (section (b) 30).
+pub fn default_participant_id() -> String {
+    let host = gethostname::gethostname().to_string_lossy().into_owned();
+    let host = if host.is_empty() { "host".to_owned() } else { host };
+    format!("{host}-{}-{:04x}", std::process::id(), fastrand::u16(..))
+}

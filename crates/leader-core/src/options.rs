@@ -1,0 +1,169 @@
+//! [`ElectionOptions`]: lease timing, derived from one number, validated before use.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{validate, Error, Metadata, Result};
+
+/// How long a lease lasts and how the driver paces its calls.
+///
+/// Build it with [`ElectionOptions::from_lease`], which derives the rest the way the seeds and
+/// client-go do: renew every third of the lease, step down locally after two thirds without a
+/// successful renew, retry and time out store calls at a sixth.
+///
+/// In configuration files durations are written as `"15s"`, `"500ms"`, `"1m 30s"`:
+///
+/// ```
+/// use leader_core::ElectionOptions;
+/// use std::time::Duration;
+/// let o: ElectionOptions = serde_json::from_str(r#"{ "lease_duration": "3s" }"#).unwrap();
+/// assert_eq!(o, ElectionOptions::from_lease(Duration::from_secs(3)));
+/// o.validate().unwrap();
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ElectionOptions {
+    /// How long the store keeps a lease without a renew. Default 15 s.
+    #[serde(with = "humantime_serde")]
+    pub lease_duration: Duration,
+    /// No successful renew *sent* within this → the leader steps down locally (guarantee 3).
+    /// Default `lease_duration * 2/3`.
+    #[serde(with = "humantime_serde")]
+    pub renew_deadline: Duration,
+    /// How often the leader renews. Default `lease_duration / 3`.
+    #[serde(with = "humantime_serde")]
+    pub renew_interval: Duration,
+    /// How often followers retry when nothing tells them sooner; jittered. Default `lease_duration / 6`.
+    #[serde(with = "humantime_serde")]
+    pub retry_interval: Duration,
+    /// Every store call is abandoned after this. Default `lease_duration / 6`.
+    #[serde(with = "humantime_serde")]
+    pub operation_timeout: Duration,
+    /// Published with the lease; see [`Metadata`].
+    pub metadata: Metadata,
+    /// Changes buffered per [`changes()`](crate::Election::changes) subscriber before the oldest are
+    /// dropped (guarantee 8). Default 64.
+    pub event_buffer: usize,
+}
+
+/// The default lease, 15 s, as client-go and Excalibur use.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(15);
+/// The default per-subscriber buffer of leadership changes.
+pub const DEFAULT_EVENT_BUFFER: usize = 64;
+
+impl Default for ElectionOptions {
+    fn default() -> Self {
+        Self::from_lease(DEFAULT_LEASE)
+    }
+}
+
+impl ElectionOptions {
+    /// Options for a lease of `lease`, the rest derived from it (see the type's docs).
+    pub fn from_lease(lease: Duration) -> Self {
+        ElectionOptions {
+            lease_duration: lease,
+            renew_deadline: lease * 2 / 3,
+            renew_interval: lease / 3,
+            retry_interval: lease / 6,
+            operation_timeout: lease / 6,
+            metadata: Metadata::new(),
+            event_buffer: DEFAULT_EVENT_BUFFER,
+        }
+    }
+
+    /// Sets the metadata published with the lease.
+    #[must_use]
+    pub fn with_metadata(mut self, metadata: Metadata) -> Self {
+        self.metadata = metadata;
+        self
+    }
+
+    /// Checks the rules; the error names the option, its value and the rule:
+    ///
+    /// - no duration is zero, `event_buffer` is at least 1;
+    /// - `operation_timeout < renew_interval < renew_deadline < lease_duration`: a renew can time
+    ///   out and be retried before the deadline, and the deadline leaves the leader
+    ///   `lease_duration - renew_deadline` to stop before anyone else can acquire;
+    /// - `retry_interval < lease_duration`;
+    /// - metadata keys and values follow [`validate_metadata`](crate::validate_metadata).
+    pub fn validate(&self) -> Result<()> {
+        for (name, value) in [
+            ("lease_duration", self.lease_duration),
+            ("renew_deadline", self.renew_deadline),
+            ("renew_interval", self.renew_interval),
+            ("retry_interval", self.retry_interval),
+            ("operation_timeout", self.operation_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(Error::invalid_argument(format!("{name} is 0; every duration must be greater than zero")));
+            }
+        }
+        let order = [
+            ("operation_timeout", self.operation_timeout),
+            ("renew_interval", self.renew_interval),
+            ("renew_deadline", self.renew_deadline),
+            ("lease_duration", self.lease_duration),
+        ];
+        for pair in order.windows(2) {
+            let ((a, av), (b, bv)) = (pair[0], pair[1]);
+            if av >= bv {
+                return Err(Error::invalid_argument(format!(
+                    "{a} ({}) must be less than {b} ({}); the rule is operation_timeout < renew_interval < renew_deadline < lease_duration",
+                    fmt(av),
+                    fmt(bv)
+                )));
+            }
+        }
+        if self.retry_interval >= self.lease_duration {
+            return Err(Error::invalid_argument(format!(
+                "retry_interval ({}) must be less than lease_duration ({})",
+                fmt(self.retry_interval),
+                fmt(self.lease_duration)
+            )));
+        }
+        if self.event_buffer == 0 {
+            return Err(Error::invalid_argument("event_buffer is 0; it must be at least 1"));
+        }
+        validate::validate_metadata(&self.metadata)
+    }
+}
+
+fn fmt(d: Duration) -> humantime::FormattedDuration {
+    humantime::format_duration(d)
+}
+
+/// Deserialising fills what is missing from `lease_duration` (or the default lease) the way
+/// [`ElectionOptions::from_lease`] does; unknown keys and bad durations are errors that name the key.
+impl<'de> Deserialize<'de> for ElectionOptions {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Raw {
+            #[serde(with = "humantime_serde", default)]
+            lease_duration: Option<Duration>,
+            #[serde(with = "humantime_serde", default)]
+            renew_deadline: Option<Duration>,
+            #[serde(with = "humantime_serde", default)]
+            renew_interval: Option<Duration>,
+            #[serde(with = "humantime_serde", default)]
+            retry_interval: Option<Duration>,
+            #[serde(with = "humantime_serde", default)]
+            operation_timeout: Option<Duration>,
+            #[serde(default)]
+            metadata: Metadata,
+            #[serde(default)]
+            event_buffer: Option<usize>,
+        }
+        let raw = Raw::deserialize(deserializer)?;
+        let base = ElectionOptions::from_lease(raw.lease_duration.unwrap_or(DEFAULT_LEASE));
+        Ok(ElectionOptions {
+            renew_deadline: raw.renew_deadline.unwrap_or(base.renew_deadline),
+            renew_interval: raw.renew_interval.unwrap_or(base.renew_interval),
+            retry_interval: raw.retry_interval.unwrap_or(base.retry_interval),
+            operation_timeout: raw.operation_timeout.unwrap_or(base.operation_timeout),
+            event_buffer: raw.event_buffer.unwrap_or(base.event_buffer),
+            metadata: raw.metadata,
+            lease_duration: base.lease_duration,
+        })
+    }
+}

@@ -1,0 +1,57 @@
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::{Future, Stream};
+use pin_project_lite::pin_project;
+use tokio::time::{sleep, Instant, Sleep};
+
+use crate::LeadershipChange;
+
+pin_project! {
+    /// Stream of [`debounce`](crate::LeadershipStreamExt::debounce).
+    #[must_use = "streams do nothing unless polled"]
+    pub struct Debounce<S> {
+        #[pin]
+        stream: S,
+        #[pin]
+        timer: Sleep,
+        quiet: Duration,
+        pending: Option<LeadershipChange>,
+        upstream_done: bool,
+    }
+}
+
+impl<S> Debounce<S> {
+    pub(super) fn new(stream: S, quiet: Duration) -> Self {
+        Debounce { stream, timer: sleep(quiet), quiet, pending: None, upstream_done: false }
+    }
+}
+
+impl<S: Stream<Item = LeadershipChange>> Stream for Debounce<S> {
+    type Item = LeadershipChange;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<LeadershipChange>> {
+        let mut this = self.project();
+        while !*this.upstream_done {
+            match this.stream.as_mut().poll_next(cx) {
+                Poll::Ready(Some(mut change)) => {
+                    if let Some(replaced) = this.pending.take() {
+                        change.missed += replaced.missed + 1;
+                    }
+                    *this.pending = Some(change);
+                    this.timer.as_mut().reset(Instant::now() + *this.quiet);
+                }
+                Poll::Ready(None) => *this.upstream_done = true,
+                Poll::Pending => break,
+            }
+        }
+        if *this.upstream_done {
+            return Poll::Ready(this.pending.take());
+        }
+        if this.pending.is_some() && this.timer.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(this.pending.take());
+        }
+        Poll::Pending
+    }
+}

@@ -1,0 +1,1 @@
+//! Skeleton: not built yet.

@@ -1,0 +1,144 @@
+//! # leader
+//!
+//! Distributed leader election over a store you already run — PostgreSQL, Redis, SQL Server,
+//! Consul, ZooKeeper, Azure Blob Storage, a local directory, or memory — so that exactly one
+//! instance of a service does the singleton work.
+//!
+//! This facade re-exports [`leader_core`] and each provider crate behind a cargo feature of the
+//! same name, and picks a provider from a URL with [`connect`].
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> leader::Result<()> {
+//! use std::time::Duration;
+//! use leader::{Election, ElectionOptions};
+//!
+//! let store = leader::connect("memory://docs").await?;
+//! let election = Election::builder(store, "nightly-report")
+//!     .participant_id("worker-1")
+//!     .options(ElectionOptions::from_lease(Duration::from_secs(3)))
+//!     .build()?;
+//! assert!(election.try_acquire().await?);
+//! println!("leading with fencing token {}", election.leadership().unwrap().token());
+//! election.stop().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! See the README for the guarantees, the provider table and the test setup.
+
+pub use leader_core::*;
+
+#[cfg(feature = "azblob")]
+pub use leader_azblob as azblob;
+#[cfg(feature = "consul")]
+pub use leader_consul as consul;
+#[cfg(feature = "fs")]
+pub use leader_fs as fs;
+#[cfg(feature = "memory")]
+pub use leader_memory as memory;
+#[cfg(feature = "postgres")]
+pub use leader_postgres as postgres;
+#[cfg(feature = "redis")]
+pub use leader_redis as redis;
+#[cfg(feature = "sqlserver")]
+pub use leader_sqlserver as sqlserver;
+#[cfg(feature = "zookeeper")]
+pub use leader_zookeeper as zookeeper;
+
+use std::sync::Arc;
+
+/// The URL schemes this build understands, by enabled feature.
+pub fn supported_schemes() -> Vec<&'static str> {
+    #[allow(unused_mut)]
+    let mut schemes: Vec<&'static str> = Vec::new();
+    #[cfg(feature = "memory")]
+    schemes.extend(leader_memory::SCHEMES);
+    #[cfg(feature = "fs")]
+    schemes.extend(leader_fs::SCHEMES);
+    #[cfg(feature = "postgres")]
+    schemes.extend(leader_postgres::SCHEMES);
+    #[cfg(feature = "redis")]
+    schemes.extend(leader_redis::SCHEMES);
+    #[cfg(feature = "sqlserver")]
+    schemes.extend(leader_sqlserver::SCHEMES);
+    #[cfg(feature = "consul")]
+    schemes.extend(leader_consul::SCHEMES);
+    #[cfg(feature = "zookeeper")]
+    schemes.extend(leader_zookeeper::SCHEMES);
+    #[cfg(feature = "azblob")]
+    schemes.extend(leader_azblob::SCHEMES);
+    schemes
+}
+
+/// Opens the store a URL names, e.g. `memory://name`, `file:///var/lib/app/leases`,
+/// `postgres://user@host/db`, `redis://host:6379`.
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`] for a URL that does not parse or a scheme this build does not
+/// support (the message lists the supported ones); otherwise the provider's own errors.
+pub async fn connect(url: &str) -> Result<Arc<dyn LeaseStore>> {
+    let scheme = scheme_of(url)?;
+    #[cfg(feature = "memory")]
+    if leader_memory::SCHEMES.contains(&scheme.as_str()) {
+        return leader_memory::connect(url).await;
+    }
+    #[cfg(feature = "fs")]
+    if leader_fs::SCHEMES.contains(&scheme.as_str()) {
+        return leader_fs::connect(url).await;
+    }
+    #[cfg(feature = "postgres")]
+    if leader_postgres::SCHEMES.contains(&scheme.as_str()) {
+        return leader_postgres::connect(url).await;
+    }
+    #[cfg(feature = "redis")]
+    if leader_redis::SCHEMES.contains(&scheme.as_str()) {
+        return leader_redis::connect(url).await;
+    }
+    #[cfg(feature = "sqlserver")]
+    if leader_sqlserver::SCHEMES.contains(&scheme.as_str()) {
+        return leader_sqlserver::connect(url).await;
+    }
+    #[cfg(feature = "consul")]
+    if leader_consul::SCHEMES.contains(&scheme.as_str()) {
+        return leader_consul::connect(url).await;
+    }
+    #[cfg(feature = "zookeeper")]
+    if leader_zookeeper::SCHEMES.contains(&scheme.as_str()) {
+        return leader_zookeeper::connect(url).await;
+    }
+    #[cfg(feature = "azblob")]
+    if leader_azblob::SCHEMES.contains(&scheme.as_str()) {
+        return leader_azblob::connect(url).await;
+    }
+    Err(Error::invalid_argument(format!(
+        "URL scheme {scheme:?} of {:?} is not supported by this build; supported: {} (enable the crate feature of the provider you need)",
+        redact(url),
+        supported_schemes().iter().map(|s| format!("{s}://")).collect::<Vec<_>>().join(", ")
+    )))
+}
+
+fn scheme_of(url: &str) -> Result<String> {
+    match url.split_once("://") {
+        Some((scheme, _)) if !scheme.is_empty() && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) => {
+            Ok(scheme.to_ascii_lowercase())
+        }
+        _ => Err(Error::invalid_argument(format!(
+            "{:?} is not a store URL; expected SCHEME://..., one of: {}",
+            redact(url),
+            supported_schemes().join(", ")
+        ))),
+    }
+}
+
+/// The URL without a password, for error messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(start), Some(at)) if at > start => {
+            let creds = &url[start + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}://{user}:***@{}", &url[..start], &url[at + 1..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
