@@ -69,6 +69,46 @@ pub fn supported_schemes() -> Vec<&'static str> {
     schemes
 }
 
+/// Calls `$f(url)` in the provider crate whose `SCHEMES` contain `$scheme`, for every provider
+/// enabled in this build.
+macro_rules! dispatch {
+    ($scheme:expr, $url:expr, $f:ident) => {{
+        #[cfg(feature = "memory")]
+        if leader_memory::SCHEMES.contains(&$scheme) {
+            return leader_memory::$f($url).await;
+        }
+        #[cfg(feature = "fs")]
+        if leader_fs::SCHEMES.contains(&$scheme) {
+            return leader_fs::$f($url).await;
+        }
+        #[cfg(feature = "postgres")]
+        if leader_postgres::SCHEMES.contains(&$scheme) {
+            return leader_postgres::$f($url).await;
+        }
+        #[cfg(feature = "redis")]
+        if leader_redis::SCHEMES.contains(&$scheme) {
+            return leader_redis::$f($url).await;
+        }
+        #[cfg(feature = "sqlserver")]
+        if leader_sqlserver::SCHEMES.contains(&$scheme) {
+            return leader_sqlserver::$f($url).await;
+        }
+        #[cfg(feature = "consul")]
+        if leader_consul::SCHEMES.contains(&$scheme) {
+            return leader_consul::$f($url).await;
+        }
+        #[cfg(feature = "zookeeper")]
+        if leader_zookeeper::SCHEMES.contains(&$scheme) {
+            return leader_zookeeper::$f($url).await;
+        }
+        #[cfg(feature = "azblob")]
+        if leader_azblob::SCHEMES.contains(&$scheme) {
+            return leader_azblob::$f($url).await;
+        }
+        Err(unknown_scheme(&$scheme, $url))
+    }};
+}
+
 /// Opens the store a URL names, e.g. `memory://name`, `file:///var/lib/app/leases`,
 /// `postgres://user@host/db`, `redis://host:6379`.
 ///
@@ -77,48 +117,30 @@ pub fn supported_schemes() -> Vec<&'static str> {
 /// support (the message lists the supported ones); otherwise the provider's own errors.
 pub async fn connect(url: &str) -> Result<Arc<dyn LeaseStore>> {
     let scheme = scheme_of(url)?;
-    #[cfg(feature = "memory")]
-    if leader_memory::SCHEMES.contains(&scheme.as_str()) {
-        return leader_memory::connect(url).await;
-    }
-    #[cfg(feature = "fs")]
-    if leader_fs::SCHEMES.contains(&scheme.as_str()) {
-        return leader_fs::connect(url).await;
-    }
-    #[cfg(feature = "postgres")]
-    if leader_postgres::SCHEMES.contains(&scheme.as_str()) {
-        return leader_postgres::connect(url).await;
-    }
-    #[cfg(feature = "redis")]
-    if leader_redis::SCHEMES.contains(&scheme.as_str()) {
-        return leader_redis::connect(url).await;
-    }
-    #[cfg(feature = "sqlserver")]
-    if leader_sqlserver::SCHEMES.contains(&scheme.as_str()) {
-        return leader_sqlserver::connect(url).await;
-    }
-    #[cfg(feature = "consul")]
-    if leader_consul::SCHEMES.contains(&scheme.as_str()) {
-        return leader_consul::connect(url).await;
-    }
-    #[cfg(feature = "zookeeper")]
-    if leader_zookeeper::SCHEMES.contains(&scheme.as_str()) {
-        return leader_zookeeper::connect(url).await;
-    }
-    #[cfg(feature = "azblob")]
-    if leader_azblob::SCHEMES.contains(&scheme.as_str()) {
-        return leader_azblob::connect(url).await;
-    }
-    Err(Error::invalid_argument(format!(
+    dispatch!(scheme.as_str(), url, connect)
+}
+
+/// For `leader-bench`: the store a URL names together with its [`RawFloor`] (the raw primitive
+/// its acquire is built on, on the same driver and connection).
+#[doc(hidden)]
+pub async fn connect_with_floor(url: &str) -> Result<(Arc<dyn LeaseStore>, Arc<dyn RawFloor>)> {
+    let scheme = scheme_of(url)?;
+    dispatch!(scheme.as_str(), url, connect_with_floor)
+}
+
+fn unknown_scheme(scheme: &str, url: &str) -> Error {
+    Error::invalid_argument(format!(
         "URL scheme {scheme:?} of {:?} is not supported by this build; supported: {} (enable the crate feature of the provider you need)",
         redact(url),
         supported_schemes().iter().map(|s| format!("{s}://")).collect::<Vec<_>>().join(", ")
-    )))
+    ))
 }
 
 fn scheme_of(url: &str) -> Result<String> {
     match url.split_once("://") {
-        Some((scheme, _)) if !scheme.is_empty() && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) => {
+        Some((scheme, _))
+            if !scheme.is_empty() && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) =>
+        {
             Ok(scheme.to_ascii_lowercase())
         }
         _ => Err(Error::invalid_argument(format!(

@@ -28,6 +28,8 @@
 mod change;
 mod election;
 mod error;
+mod floor;
+pub mod layer;
 mod lease;
 mod observe;
 mod options;
@@ -38,6 +40,7 @@ mod validate;
 pub use change::{ChangeKind, ChangeKinds, ChangeReason, LeadershipChange, LeadershipChanges};
 pub use election::{default_participant_id, Election, ElectionBuilder, Leadership};
 pub use error::{BoxError, Error, ErrorKind, Result};
+pub use floor::RawFloor;
 pub use lease::{FencingToken, LeaderInfo, Lease, LeaseHandle, Metadata};
 pub use observe::observe;
 pub use options::{ElectionOptions, DEFAULT_EVENT_BUFFER, DEFAULT_LEASE};

@@ -35,7 +35,16 @@ pub fn observe(
         return stream::once(async move { Err(e) }).boxed();
     }
     let poll = poll.max(Duration::from_millis(1));
-    let state = Observer { store, election, poll, last: None, max_token: None, watch: None, watch_retry_at: Instant::now(), next_read: None };
+    let state = Observer {
+        store,
+        election,
+        poll,
+        last: None,
+        max_token: None,
+        watch: None,
+        watch_retry_at: Instant::now(),
+        next_read: None,
+    };
     stream::unfold(state, |mut s| async move {
         let item = s.step().await;
         Some((item, s))

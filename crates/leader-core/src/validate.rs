@@ -25,7 +25,9 @@ pub const MAX_METADATA_ENTRIES: usize = 32;
 /// assert!(err.to_string().contains("\"a/b\""));
 /// ```
 pub fn validate_election_name(name: &str) -> Result<()> {
-    check_token("election name", name, MAX_ELECTION_NAME, |c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':'))?;
+    check_token("election name", name, MAX_ELECTION_NAME, |c| {
+        c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':')
+    })?;
     if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
         return Err(Error::invalid_argument(format!("election name {name:?} must start with a letter or digit")));
     }
@@ -38,7 +40,9 @@ pub fn validate_prefix(prefix: &str) -> Result<()> {
     if prefix.is_empty() {
         return Ok(());
     }
-    check_token("election prefix", prefix, MAX_ELECTION_NAME, |c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':'))
+    check_token("election prefix", prefix, MAX_ELECTION_NAME, |c| {
+        c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':')
+    })
 }
 
 /// A participant id is 1-256 bytes of printable characters (no control characters, no leading or
@@ -72,7 +76,9 @@ pub fn validate_metadata(metadata: &Metadata) -> Result<()> {
         )));
     }
     for (key, value) in metadata {
-        check_token("metadata key", key, MAX_METADATA_KEY, |c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))?;
+        check_token("metadata key", key, MAX_METADATA_KEY, |c| {
+            c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
+        })?;
         if value.len() > MAX_METADATA_VALUE {
             return Err(Error::invalid_argument(format!(
                 "metadata value of {key:?} is {} bytes; the limit is {MAX_METADATA_VALUE}",

@@ -27,8 +27,8 @@ use std::time::{Duration, SystemTime};
 
 use futures::stream::{self, BoxStream, StreamExt};
 use leader_core::{
-    async_trait, validate_election_name, validate_prefix, Acquire, AcquireRequest, Capabilities, ElectionOptions, Error,
-    FencingToken, LeaderInfo, Lease, LeaseStore, Metadata, Result,
+    async_trait, validate_election_name, validate_prefix, Acquire, AcquireRequest, Capabilities, ElectionOptions,
+    Error, FencingToken, LeaderInfo, Lease, LeaseStore, Metadata, Result,
 };
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -150,11 +150,7 @@ impl Slot {
 impl Held {
     fn view(&self, now: Instant) -> Lease {
         let left = self.expires.saturating_duration_since(now);
-        Lease {
-            expires_in: Some(left),
-            expires_at: Some(SystemTime::now() + left),
-            ..self.lease.clone()
-        }
+        Lease { expires_in: Some(left), expires_at: Some(SystemTime::now() + left), ..self.lease.clone() }
     }
 }
 
@@ -309,4 +305,26 @@ impl LeaseStore for MemoryStore {
 /// `leader::connect` entry point: opens a `memory://` URL.
 pub async fn connect(url: &str) -> Result<Arc<dyn LeaseStore>> {
     Ok(Arc::new(MemoryStore::from_url(url)?))
+}
+
+/// `leader-bench` entry point: the store and its raw floor (one mutex-guarded map update, the
+/// primitive `try_acquire` is built on).
+pub async fn connect_with_floor(url: &str) -> Result<(Arc<dyn LeaseStore>, Arc<dyn leader_core::RawFloor>)> {
+    let store = MemoryStore::from_url(url)?;
+    Ok((Arc::new(store.clone()), Arc::new(store)))
+}
+
+#[async_trait]
+impl leader_core::RawFloor for MemoryStore {
+    fn describe(&self) -> String {
+        "one mutex-guarded map entry update".to_owned()
+    }
+
+    async fn raw_acquire(&self, election: &str, instance_id: &str) -> Result<()> {
+        let mut map = lock(&self.shared.elections);
+        let slot = map.entry(election.to_owned()).or_default();
+        slot.last_token += 1;
+        std::hint::black_box((&slot.last_token, instance_id));
+        Ok(())
+    }
 }

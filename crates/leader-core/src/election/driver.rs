@@ -87,7 +87,8 @@ impl Driver {
             }
             Err(_) => {
                 // Retry soon, but never past the deadline; the watchdog steps down at the deadline.
-                self.next_renew = (Instant::now() + Core::jitter(core.options.retry_interval)).min(tenure.valid_until());
+                self.next_renew =
+                    (Instant::now() + Core::jitter(core.options.retry_interval)).min(tenure.valid_until());
             }
         }
     }
@@ -102,7 +103,8 @@ impl Driver {
         };
         match attempt {
             Ok(Attempt::Leading(tenure)) => {
-                self.next_renew = tenure.valid_until() - self.core.options.renew_deadline + self.core.options.renew_interval;
+                self.next_renew =
+                    tenure.valid_until() - self.core.options.renew_deadline + self.core.options.renew_interval;
             }
             Ok(Attempt::Follower(holder)) => {
                 let wake = self.follower_wake(holder.as_ref());

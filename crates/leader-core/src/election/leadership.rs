@@ -46,10 +46,7 @@ pub struct Leadership {
 
 impl std::fmt::Debug for Leadership {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Leadership")
-            .field("token", &self.inner.token)
-            .field("valid", &self.is_valid())
-            .finish()
+        f.debug_struct("Leadership").field("token", &self.inner.token).field("valid", &self.is_valid()).finish()
     }
 }
 

@@ -10,9 +10,9 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use self::leadership::Leadership;
 use self::core::{Attempt, Core};
 use self::leadership::lock;
+pub use self::leadership::Leadership;
 use crate::{
     validate, ChangeReason, ElectionOptions, Error, LeaderInfo, LeadershipChanges, LeaseStore, Metadata, Result,
 };
@@ -94,7 +94,12 @@ impl Election {
     /// # Errors
     /// [`InvalidArgument`](crate::ErrorKind::InvalidArgument) if the name, the id or the options
     /// break a rule, or the store refuses the options ([`LeaseStore::check_options`]).
-    pub fn new(store: Arc<dyn LeaseStore>, election: &str, participant_id: &str, options: ElectionOptions) -> Result<Self> {
+    pub fn new(
+        store: Arc<dyn LeaseStore>,
+        election: &str,
+        participant_id: &str,
+        options: ElectionOptions,
+    ) -> Result<Self> {
         validate::validate_election_name(election)?;
         validate::validate_participant_id(participant_id)?;
         options.validate()?;
@@ -105,7 +110,12 @@ impl Election {
 
     /// A builder; the participant id defaults to `<host name>-<pid>-<random>`.
     pub fn builder(store: Arc<dyn LeaseStore>, election: &str) -> ElectionBuilder {
-        ElectionBuilder { store, election: election.to_owned(), participant_id: None, options: ElectionOptions::default() }
+        ElectionBuilder {
+            store,
+            election: election.to_owned(),
+            participant_id: None,
+            options: ElectionOptions::default(),
+        }
     }
 
     fn core(&self) -> &Arc<Core> {
@@ -246,7 +256,10 @@ impl Election {
             let status = rx.wait_for(|s| s.stopped || s.leadership.as_ref().is_some_and(Leadership::is_valid)).await;
             let status = status.map_err(|_| Error::stopped("the election was dropped"))?.clone();
             if status.stopped {
-                return Err(Error::stopped(format!("election {:?} was stopped while waiting to lead", self.core().name)));
+                return Err(Error::stopped(format!(
+                    "election {:?} was stopped while waiting to lead",
+                    self.core().name
+                )));
             }
             match status.leadership {
                 Some(l) if l.is_valid() => return Ok(l),
