@@ -14,8 +14,8 @@ pin_project! {
     pub struct Debounce<S> {
         #[pin]
         stream: S,
-        #[pin]
-        timer: Sleep,
+        // Created on first use, so that building the stream needs no runtime.
+        timer: Option<Pin<Box<Sleep>>>,
         quiet: Duration,
         pending: Option<LeadershipChange>,
         upstream_done: bool,
@@ -24,7 +24,7 @@ pin_project! {
 
 impl<S> Debounce<S> {
     pub(super) fn new(stream: S, quiet: Duration) -> Self {
-        Debounce { stream, timer: sleep(quiet), quiet, pending: None, upstream_done: false }
+        Debounce { stream, timer: None, quiet, pending: None, upstream_done: false }
     }
 }
 
@@ -40,7 +40,11 @@ impl<S: Stream<Item = LeadershipChange>> Stream for Debounce<S> {
                         change.missed += replaced.missed + 1;
                     }
                     *this.pending = Some(change);
-                    this.timer.as_mut().reset(Instant::now() + *this.quiet);
+                    let at = Instant::now() + *this.quiet;
+                    match this.timer.as_mut() {
+                        Some(t) => t.as_mut().reset(at),
+                        None => *this.timer = Some(Box::pin(sleep(*this.quiet))),
+                    }
                 }
                 Poll::Ready(None) => *this.upstream_done = true,
                 Poll::Pending => break,
@@ -49,7 +53,7 @@ impl<S: Stream<Item = LeadershipChange>> Stream for Debounce<S> {
         if *this.upstream_done {
             return Poll::Ready(this.pending.take());
         }
-        if this.pending.is_some() && this.timer.as_mut().poll(cx).is_ready() {
+        if this.pending.is_some() && this.timer.as_mut().is_some_and(|t| t.as_mut().poll(cx).is_ready()) {
             return Poll::Ready(this.pending.take());
         }
         Poll::Pending
