@@ -1,1 +1,0 @@
-//! Skeleton: not built yet.

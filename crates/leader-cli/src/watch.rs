@@ -1,0 +1,43 @@
+//! `leader watch`: every change of an election's holder, as it happens.
+
+use std::time::{Duration, SystemTime};
+
+use clap::Args;
+use futures::StreamExt;
+
+use crate::args::duration;
+
+/// Arguments of `leader watch`.
+#[derive(Args)]
+pub(crate) struct WatchArgs {
+    /// The store, e.g. file:///var/lib/leases or postgres://host/db.
+    #[arg(long)]
+    store: String,
+    /// The election to watch.
+    election: String,
+    /// Read at least this often (push channels wake it sooner).
+    #[arg(long, default_value = "1s", value_parser = duration)]
+    poll: Duration,
+    /// One JSON object per line instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) async fn watch(args: WatchArgs) -> leader::Result<()> {
+    leader::validate_election_name(&args.election)?;
+    let store = leader::connect(&args.store).await?;
+    let mut holders = leader::observe(store, args.election.clone(), args.poll);
+    while let Some(item) = holders.next().await {
+        let now = humantime::format_rfc3339_millis(SystemTime::now());
+        match item {
+            Ok(holder) if args.json => {
+                let line = serde_json::json!({ "at": now.to_string(), "election": args.election, "leader": holder });
+                println!("{line}");
+            }
+            Ok(Some(l)) => println!("{now} {}: leader is {} (token {})", args.election, l.participant_id, l.token),
+            Ok(None) => println!("{now} {}: no leader", args.election),
+            Err(e) => eprintln!("{now} {}: store error: {e}", args.election),
+        }
+    }
+    Ok(())
+}
