@@ -127,7 +127,11 @@ async fn stop(election: &Election, code: u8) -> leader::Result<ExitCode> {
     Ok(ExitCode::from(code))
 }
 
-fn spawn_command(command: &[String], election: &Election, token: leader::FencingToken) -> std::io::Result<tokio::process::Child> {
+fn spawn_command(
+    command: &[String],
+    election: &Election,
+    token: leader::FencingToken,
+) -> std::io::Result<tokio::process::Child> {
     // `setpriv --pdeathsig KILL` makes the kernel kill the command when `leader run` dies, even by
     // SIGKILL (util-linux; present on Debian). Without it the watchdog still kills the group.
     let mut cmd = if setpriv_available() {

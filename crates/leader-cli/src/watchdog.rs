@@ -123,7 +123,11 @@ impl Watchdog {
 }
 
 /// SIGTERM to the command's group now, SIGKILL after `grace`, from `leader run` itself.
-pub(crate) async fn stop_group(child: &mut tokio::process::Child, pgid: u32, grace: Duration) -> std::process::ExitStatus {
+pub(crate) async fn stop_group(
+    child: &mut tokio::process::Child,
+    pgid: u32,
+    grace: Duration,
+) -> std::process::ExitStatus {
     let group = Pid::from_raw(pgid as i32);
     let _ = killpg(group, Signal::SIGTERM);
     let status = match tokio::time::timeout(grace, child.wait()).await {

@@ -124,7 +124,19 @@ fn a_stopped_leader_run_has_its_command_killed_by_the_deadline() {
 fn exits_with_the_command_code_and_passes_the_environment() {
     let dir = Dir::new();
     let out = Command::new(BIN)
-        .args(["run", "--store", &dir.store(), "--election", "env", "--id", "me", "--lease", "2s", "--metadata", "zone=a"])
+        .args([
+            "run",
+            "--store",
+            &dir.store(),
+            "--election",
+            "env",
+            "--id",
+            "me",
+            "--lease",
+            "2s",
+            "--metadata",
+            "zone=a",
+        ])
         .args(["--", "sh", "-c", "echo \"$LEADER_ELECTION $LEADER_ID $FENCING_TOKEN\"; exit 7"])
         .output()
         .expect("run");
@@ -135,7 +147,19 @@ fn exits_with_the_command_code_and_passes_the_environment() {
     assert!(fields[2].parse::<u64>().is_ok_and(|t| t > 0), "{stdout}");
     // Released on exit: the next run leads at once with a greater token.
     let again = Command::new(BIN)
-        .args(["run", "--store", &dir.store(), "--election", "env", "--lease", "2s", "--", "sh", "-c", "echo $FENCING_TOKEN"])
+        .args([
+            "run",
+            "--store",
+            &dir.store(),
+            "--election",
+            "env",
+            "--lease",
+            "2s",
+            "--",
+            "sh",
+            "-c",
+            "echo $FENCING_TOKEN",
+        ])
         .output()
         .expect("run");
     assert_eq!(again.status.code(), Some(0));

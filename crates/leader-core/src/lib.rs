@@ -38,7 +38,7 @@ mod stream_ext;
 mod validate;
 
 pub use change::{ChangeKind, ChangeKinds, ChangeReason, LeadershipChange, LeadershipChanges};
-pub use election::{default_participant_id, Election, ElectionBuilder, Leadership};
+pub use election::{default_participant_id, Election, ElectionBuilder, HealthReport, Leadership};
 pub use error::{BoxError, Error, ErrorKind, Result};
 pub use floor::RawFloor;
 pub use lease::{FencingToken, LeaderInfo, Lease, LeaseHandle, Metadata};

@@ -71,6 +71,30 @@ impl ElectionOptions {
         }
     }
 
+    /// **Fast failover**: a 5 s lease (renew every 1.7 s, step down after 3.3 s without a renew,
+    /// retry every ~0.8 s). A crashed leader is replaced in about 6 s; costs a renew every 1.7 s per
+    /// leader and leaves 1.7 s between the local deadline and expiry in the store, so it needs a
+    /// responsive store and host. Refused by stores with longer minimum leases (Azure: 15 s,
+    /// Consul: 10 s) through their `check_options`.
+    pub fn fast_failover() -> Self {
+        Self::from_lease(Duration::from_secs(5))
+    }
+
+    /// **Balanced** (the default): a 15 s lease (renew every 5 s, step down after 10 s, retry every
+    /// 2.5 s), as client-go and Excalibur use. Crash failover in about 17.5 s; 5 s of margin for
+    /// pauses and slow stores. Fits every provider (ZooKeeper needs a 15 s session timeout).
+    pub fn balanced() -> Self {
+        Self::from_lease(DEFAULT_LEASE)
+    }
+
+    /// **Low traffic**: a 60 s lease (renew every 20 s, step down after 40 s, retry every 10 s).
+    /// A crash takes about 70 s to recover from, in exchange for few store calls and a wide margin
+    /// (20 s) against pauses. Azure's longest finite lease; ZooKeeper needs its
+    /// `maxSessionTimeout` at 60 s or more.
+    pub fn low_traffic() -> Self {
+        Self::from_lease(Duration::from_secs(60))
+    }
+
     /// Sets the metadata published with the lease.
     #[must_use]
     pub fn with_metadata(mut self, metadata: Metadata) -> Self {

@@ -95,3 +95,15 @@ fn bad_names_are_invalid_arguments_at_construction() {
     let built = Election::builder(store, "ok").build().unwrap();
     assert!(built.participant_id().contains(&std::process::id().to_string()));
 }
+
+#[test]
+fn profiles_are_valid_and_ordered() {
+    let (fast, balanced, low) =
+        (ElectionOptions::fast_failover(), ElectionOptions::balanced(), ElectionOptions::low_traffic());
+    for o in [&fast, &balanced, &low] {
+        o.validate().unwrap();
+    }
+    assert_eq!(balanced, ElectionOptions::default());
+    assert!(fast.lease_duration < balanced.lease_duration && balanced.lease_duration < low.lease_duration);
+    assert_eq!(low.lease_duration, Duration::from_secs(60));
+}

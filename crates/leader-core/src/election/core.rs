@@ -34,6 +34,38 @@ struct State {
     last_error: Option<ErrorKind>,
     /// After `release()`: no campaigning before this instant unless another participant leads.
     abstain_until: Option<Instant>,
+    /// When a store call last succeeded.
+    last_ok: Option<Instant>,
+    /// Send time of the last successful acquire or renew of our lease.
+    last_renewed: Option<Instant>,
+    /// The user's health check's last answer (`None`: no check, or not run yet).
+    healthy: Option<bool>,
+}
+
+/// A user health check: runs before each renew and each campaign attempt.
+pub(crate) type HealthCheck = Arc<dyn Fn() -> futures::future::BoxFuture<'static, bool> + Send + Sync>;
+
+/// A point-in-time view of one participant, for health endpoints ([`Election::health`](crate::Election::health)).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HealthReport {
+    /// The election's name.
+    pub election: String,
+    /// This participant's id.
+    pub participant_id: String,
+    /// Whether the last store call succeeded.
+    pub store_reachable: bool,
+    /// Time since the last successful acquire or renew was sent (`None`: never).
+    #[serde(with = "humantime_serde::option")]
+    pub last_renew_age: Option<Duration>,
+    /// Time left before the local deadline (`None`: not leading).
+    #[serde(with = "humantime_serde::option")]
+    pub deadline_remaining: Option<Duration>,
+    /// Whether this participant leads now.
+    pub is_leader: bool,
+    /// The last known holder.
+    pub current_leader: Option<LeaderInfo>,
+    /// The user health check's last answer (`None`: no check configured or not run yet).
+    pub healthy: Option<bool>,
 }
 
 pub(crate) struct Core {
@@ -52,6 +84,7 @@ pub(crate) struct Core {
     pub(crate) op_lock: tokio::sync::Mutex<()>,
     /// Pokes the driver to re-evaluate (after `release`, `set_metadata`).
     pub(crate) wake: tokio::sync::Notify,
+    health_check: Option<HealthCheck>,
 }
 
 /// What one acquire attempt found.
@@ -66,6 +99,7 @@ impl Core {
         name: String,
         participant_id: String,
         options: ElectionOptions,
+        health_check: Option<HealthCheck>,
     ) -> Self {
         let caps = store.capabilities();
         let (events, _) = broadcast::channel(options.event_buffer);
@@ -82,6 +116,36 @@ impl Core {
             status: watch::Sender::new(Status::default()),
             op_lock: tokio::sync::Mutex::new(()),
             wake: tokio::sync::Notify::new(),
+            health_check,
+        }
+    }
+
+    /// Runs the user's health check (under `operation_timeout`; no answer in time is unhealthy).
+    /// `true` without a check.
+    pub(crate) async fn check_health(&self) -> bool {
+        let Some(check) = &self.health_check else { return true };
+        let healthy = tokio::time::timeout(self.options.operation_timeout, check()).await.unwrap_or(false);
+        let mut st = lock(&self.state);
+        if st.healthy != Some(healthy) {
+            tracing::info!(election = %self.name, participant = %self.participant_id, healthy, "health check changed");
+        }
+        st.healthy = Some(healthy);
+        healthy
+    }
+
+    pub(crate) fn health(&self) -> HealthReport {
+        let st = lock(&self.state);
+        let now = Instant::now();
+        let leading = st.tenure.as_ref().filter(|t| t.is_valid());
+        HealthReport {
+            election: self.name.clone(),
+            participant_id: self.participant_id.clone(),
+            store_reachable: st.last_error.is_none() && st.last_ok.is_some(),
+            last_renew_age: st.last_renewed.map(|t| now.saturating_duration_since(t)),
+            deadline_remaining: leading.map(|t| t.valid_until().saturating_duration_since(now)),
+            is_leader: leading.is_some(),
+            current_leader: st.holder.clone(),
+            healthy: st.healthy,
         }
     }
 
@@ -94,7 +158,10 @@ impl Core {
         };
         let mut st = lock(&self.state);
         match &result {
-            Ok(_) => st.last_error = None,
+            Ok(_) => {
+                st.last_error = None;
+                st.last_ok = Some(Instant::now());
+            }
             Err(e) => {
                 tracing::debug!(op, election = %self.name, error = %e, "store call failed");
                 st.last_error = Some(e.kind());
@@ -156,8 +223,7 @@ impl Core {
                 }
                 Acquire::Acquired(lease) => {
                     if let Some(t) = self.tenure() {
-                        if t.token() == lease.token && t.extend(lease.clone(), sent + self.options.renew_deadline) {
-                            lock(&self.state).holder = Some(lease);
+                        if t.token() == lease.token && self.renewed(&t, lease.clone(), sent) {
                             return Ok(Attempt::Leading(t));
                         }
                         self.end_tenure(&t, ChangeReason::Expired);
@@ -183,7 +249,9 @@ impl Core {
     pub(crate) fn renewed(&self, tenure: &Leadership, lease: Lease, sent: Instant) -> bool {
         let ok = tenure.extend(lease.clone(), sent + self.options.renew_deadline);
         if ok {
-            lock(&self.state).holder = Some(lease);
+            let mut st = lock(&self.state);
+            st.holder = Some(lease);
+            st.last_renewed = Some(sent);
         }
         ok
     }
@@ -201,6 +269,7 @@ impl Core {
         {
             let mut st = lock(&self.state);
             st.abstain_until = None;
+            st.last_renewed = Some(sent);
             let previous = st.holder.replace(lease.clone());
             st.tenure = Some(tenure.clone());
             self.status.send_modify(|s| s.leadership = Some(tenure.clone()));

@@ -70,6 +70,14 @@ impl Driver {
             _ = self.core.wake.notified() => return,
         }
         let core = &self.core;
+        if !core.check_health().await {
+            // Unhealthy: hand over at once rather than keep renewing a lease we should not hold.
+            let _op = core.op_lock.lock().await;
+            if core.end_tenure(&tenure, ChangeReason::Unhealthy) {
+                let _ = core.call("release", core.store.release(&tenure.info())).await;
+            }
+            return;
+        }
         let _op = core.op_lock.lock().await;
         if !tenure.is_valid() {
             return;
@@ -97,6 +105,12 @@ impl Driver {
     async fn campaign(&mut self) {
         self.ensure_watch();
         self.drain_watch();
+        if !self.core.check_health().await {
+            // Not healthy: no campaigning until the check passes again.
+            let wake = Instant::now() + Core::jitter(self.core.options.retry_interval);
+            self.wait(wake).await;
+            return;
+        }
         let attempt = {
             let _op = self.core.op_lock.lock().await;
             self.core.acquire_once().await

@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use self::core::{Attempt, Core};
+pub use self::core::HealthReport;
+use self::core::{Attempt, Core, HealthCheck};
 use self::leadership::lock;
 pub use self::leadership::Leadership;
 use crate::{
@@ -104,7 +105,21 @@ impl Election {
         validate::validate_participant_id(participant_id)?;
         options.validate()?;
         store.check_options(&options)?;
-        let core = Core::new(store, election.to_owned(), participant_id.to_owned(), options);
+        Self::with_health_check(store, election, participant_id, options, None)
+    }
+
+    fn with_health_check(
+        store: Arc<dyn LeaseStore>,
+        election: &str,
+        participant_id: &str,
+        options: ElectionOptions,
+        health_check: Option<HealthCheck>,
+    ) -> Result<Self> {
+        validate::validate_election_name(election)?;
+        validate::validate_participant_id(participant_id)?;
+        options.validate()?;
+        store.check_options(&options)?;
+        let core = Core::new(store, election.to_owned(), participant_id.to_owned(), options, health_check);
         Ok(Election { handle: Arc::new(Handle { core: Arc::new(core), task: Mutex::new(None) }) })
     }
 
@@ -115,6 +130,7 @@ impl Election {
             election: election.to_owned(),
             participant_id: None,
             options: ElectionOptions::default(),
+            health_check: None,
         }
     }
 
@@ -298,7 +314,7 @@ impl Election {
         tokio::select! {
             biased;
             out = &mut fut => {
-                self.release_tenure(&leadership).await?;
+                self.release_tenure(&leadership).await;
                 return Ok(out);
             }
             _ = leadership.lost() => {}
@@ -315,11 +331,14 @@ impl Election {
         }
     }
 
-    /// Releases `tenure` if it is still ours (after `run_as_leader` work returned).
-    async fn release_tenure(&self, tenure: &Leadership) -> Result<()> {
-        match self.core().tenure() {
-            Some(t) if t.same(tenure) => self.release().await,
-            _ => Ok(()),
+    /// Releases `tenure` if it is still ours (after `run_as_leader` work returned). Best effort:
+    /// the work's output matters more, and an unreleased lease still ends at its deadline here and
+    /// expires in the store.
+    async fn release_tenure(&self, tenure: &Leadership) {
+        if self.core().tenure().is_some_and(|t| t.same(tenure)) {
+            if let Err(e) = self.release().await {
+                tracing::warn!(election = %self.core().name, error = %e, "could not release after run_as_leader work returned");
+            }
         }
     }
 
@@ -348,6 +367,13 @@ impl Election {
         }
     }
 
+    /// A serialisable view for health endpoints: store reachable, age of the last successful
+    /// renew, local deadline remaining, whether we lead, the current leader, the health check's
+    /// last answer.
+    pub fn health(&self) -> HealthReport {
+        self.core().health()
+    }
+
     /// A new subscriber's stream of changes: first the state now (`reason: Subscribed`), then every
     /// transition in order. See [`LeadershipChanges`].
     pub fn changes(&self) -> LeadershipChanges {
@@ -362,6 +388,7 @@ pub struct ElectionBuilder {
     election: String,
     participant_id: Option<String>,
     options: ElectionOptions,
+    health_check: Option<HealthCheck>,
 }
 
 impl ElectionBuilder {
@@ -391,10 +418,31 @@ impl ElectionBuilder {
         self
     }
 
+    /// A health check run before each renew and each campaign attempt (under
+    /// `operation_timeout`; no answer in time counts as unhealthy). When it answers `false` the
+    /// leader releases at once (`Lost` with reason `Unhealthy`) and the participant does not
+    /// campaign until the check passes again.
+    ///
+    /// ```no_run
+    /// # fn demo(store: std::sync::Arc<dyn leader_core::LeaseStore>) -> leader_core::Result<()> {
+    /// let election = leader_core::Election::builder(store, "jobs")
+    ///     .health_check(|| async { std::path::Path::new("/run/app/ready").exists() })
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn health_check<F, Fut>(mut self, check: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = bool> + Send + 'static,
+    {
+        self.health_check = Some(Arc::new(move || Box::pin(check())));
+        self
+    }
+
     /// Builds it; see [`Election::new`] for the errors.
     pub fn build(self) -> Result<Election> {
         let id = self.participant_id.unwrap_or_else(default_participant_id);
-        Election::new(self.store, &self.election, &id, self.options)
+        Election::with_health_check(self.store, &self.election, &id, self.options, self.health_check)
     }
 }
 
