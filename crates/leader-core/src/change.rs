@@ -101,6 +101,23 @@ pub enum ChangeReason {
     Unhealthy,
 }
 
+impl ChangeReason {
+    /// A short snake_case name, e.g. `"store_unavailable"` (used as a metric label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeReason::Subscribed => "subscribed",
+            ChangeReason::Elected => "elected",
+            ChangeReason::Observed => "observed",
+            ChangeReason::Released => "released",
+            ChangeReason::Expired => "expired",
+            ChangeReason::RenewFailed => "renew_failed",
+            ChangeReason::StoreUnavailable => "store_unavailable",
+            ChangeReason::Stopped => "stopped",
+            ChangeReason::Unhealthy => "unhealthy",
+        }
+    }
+}
+
 /// One transition, as delivered to every subscriber of [`Election::changes`](crate::Election::changes).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LeadershipChange {

@@ -274,6 +274,8 @@ impl Core {
             st.tenure = Some(tenure.clone());
             self.status.send_modify(|s| s.leadership = Some(tenure.clone()));
             tracing::info!(election = %self.name, participant = %self.participant_id, token = %lease.token, "acquired leadership");
+            #[cfg(feature = "metrics")]
+            self.record_acquired();
             self.emit(ChangeKind::Acquired, true, Some(lease), previous, ChangeReason::Elected);
         }
         // The watchdog ends the tenure at its deadline whatever the driver is doing (or in manual
@@ -309,6 +311,8 @@ impl Core {
         let previous = st.holder.take();
         self.status.send_modify(|s| s.leadership = None);
         tracing::info!(election = %self.name, participant = %self.participant_id, token = %tenure.token(), ?reason, "lost leadership");
+        #[cfg(feature = "metrics")]
+        self.record_lost(reason, tenure.started().elapsed());
         self.emit(ChangeKind::Lost, false, None, previous, reason);
         true
     }
@@ -368,6 +372,26 @@ impl Core {
             at: SystemTime::now(),
         };
         LeadershipChanges::new(first, rx)
+    }
+
+    #[cfg(feature = "metrics")]
+    fn record_acquired(&self) {
+        let labels = [("election", self.name.clone()), ("participant", self.participant_id.clone())];
+        metrics::gauge!("leader_is_leader", &labels).set(1.0);
+        metrics::counter!("leader_acquisitions_total", &labels).increment(1);
+    }
+
+    #[cfg(feature = "metrics")]
+    fn record_lost(&self, reason: ChangeReason, held: Duration) {
+        let labels = [("election", self.name.clone()), ("participant", self.participant_id.clone())];
+        metrics::gauge!("leader_is_leader", &labels).set(0.0);
+        metrics::histogram!("leader_leadership_duration_seconds", &labels).record(held.as_secs_f64());
+        let labels = [
+            ("election", self.name.clone()),
+            ("participant", self.participant_id.clone()),
+            ("reason", reason.as_str().to_owned()),
+        ];
+        metrics::counter!("leader_losses_total", &labels).increment(1);
     }
 
     /// Jittered `d`: between 0.75 and 1.25 of it, so that followers do not retry in step.

@@ -18,6 +18,7 @@ pub(crate) struct TenureClock {
 
 pub(crate) struct TenureInner {
     token: FencingToken,
+    started: Instant,
     lease: Mutex<Lease>,
     clock: watch::Sender<TenureClock>,
 }
@@ -53,12 +54,24 @@ impl std::fmt::Debug for Leadership {
 impl Leadership {
     pub(crate) fn new(lease: Lease, deadline: Instant) -> Self {
         let (clock, _) = watch::channel(TenureClock { deadline, ended_at: None });
-        Leadership { inner: Arc::new(TenureInner { token: lease.token, lease: Mutex::new(lease), clock }) }
+        Leadership {
+            inner: Arc::new(TenureInner {
+                token: lease.token,
+                started: Instant::now(),
+                lease: Mutex::new(lease),
+                clock,
+            }),
+        }
     }
 
     /// The fencing token of this tenure: pass it to every write the leader makes.
     pub fn token(&self) -> FencingToken {
         self.inner.token
+    }
+
+    /// When this tenure began (local clock).
+    pub fn started(&self) -> Instant {
+        self.inner.started
     }
 
     /// The lease as last acquired or renewed.

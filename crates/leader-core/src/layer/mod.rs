@@ -23,8 +23,18 @@
 //! # }
 //! ```
 
+mod circuit_breaker;
+#[cfg(feature = "metrics")]
+mod metrics;
+mod retry;
+
 use std::sync::Arc;
 use std::time::Duration;
+
+pub use self::circuit_breaker::CircuitBreakerLayer;
+#[cfg(feature = "metrics")]
+pub use self::metrics::MetricsLayer;
+pub use self::retry::RetryLayer;
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
