@@ -27,6 +27,9 @@
 
 pub use leader_core::*;
 
+mod config;
+pub use config::{Config, ENV_KEYS};
+
 #[cfg(feature = "azblob")]
 pub use leader_azblob as azblob;
 #[cfg(feature = "consul")]

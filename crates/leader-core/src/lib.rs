@@ -33,6 +33,7 @@ pub mod layer;
 mod lease;
 mod observe;
 mod options;
+mod shutdown;
 mod store;
 mod stream_ext;
 mod validate;
@@ -44,6 +45,7 @@ pub use floor::RawFloor;
 pub use lease::{FencingToken, LeaderInfo, Lease, LeaseHandle, Metadata};
 pub use observe::observe;
 pub use options::{ElectionOptions, DEFAULT_EVENT_BUFFER, DEFAULT_LEASE};
+pub use shutdown::shutdown_signal;
 pub use store::{Acquire, AcquireRequest, Capabilities, DynLeaseStore, LeaseStore};
 pub use stream_ext::{Debounce, DistinctUntilChanged, Kinds, LeadershipStreamExt, TakeUntilLeader, WhileLeader};
 pub use validate::{

@@ -313,3 +313,20 @@ async fn wait_for_leadership_fails_when_stopped() {
     b.stop().await.unwrap();
     assert_eq!(waiter.await.unwrap().unwrap_err().kind(), ErrorKind::Stopped);
 }
+
+#[tokio::test(start_paused = true)]
+async fn stop_on_releases_when_the_signal_fires() {
+    let (memory, _c, store) = stores();
+    let a = election(store, "a");
+    a.wait_for_leadership().await.unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let done = a.stop_on(async move {
+        let _ = rx.await;
+    });
+    sleep(LEASE).await;
+    assert!(a.is_leader());
+    tx.send(()).unwrap();
+    done.await.unwrap().unwrap();
+    assert!(!a.is_leader());
+    assert!(memory.current("jobs").await.unwrap().is_none());
+}
