@@ -25,6 +25,7 @@
 //!
 //! See the README for the guarantees, the provider table and the test setup.
 
+#![deny(clippy::unwrap_used, clippy::expect_used)]
 pub use leader_core::*;
 
 mod config;

@@ -5,6 +5,7 @@
 //! input or a store that cannot be reached (one line on stderr, no backtrace); 3 when leadership was
 //! lost while the command ran (it was stopped); 128 + N when `leader` itself got signal N.
 
+#![deny(clippy::unwrap_used, clippy::expect_used)]
 mod args;
 mod run;
 mod status;

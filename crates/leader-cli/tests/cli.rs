@@ -57,7 +57,7 @@ fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
 fn alive(pid: i32) -> bool {
     // A zombie still answers kill(0); look at its state too.
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    kill(Pid::from_raw(pid), None).is_ok() && !stat.split_whitespace().nth(2).is_some_and(|s| s == "Z")
+    kill(Pid::from_raw(pid), None).is_ok() && stat.split_whitespace().nth(2).is_none_or(|s| s != "Z")
 }
 
 fn pid_of(dir: &Dir, id: &str) -> i32 {

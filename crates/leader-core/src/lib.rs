@@ -24,6 +24,7 @@
 //! tokens are what protects downstream writes in that case.
 
 #![warn(missing_docs)]
+#![deny(clippy::unwrap_used, clippy::expect_used)]
 
 mod change;
 mod election;

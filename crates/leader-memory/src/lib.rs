@@ -21,6 +21,7 @@
 //! # Ok(()) }
 //! ```
 
+#![deny(clippy::unwrap_used, clippy::expect_used)]
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, SystemTime};
