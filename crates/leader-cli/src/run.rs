@@ -24,18 +24,22 @@ use crate::EXIT_LOST;
 /// Arguments of `leader run`.
 #[derive(Args)]
 pub(crate) struct RunArgs {
+    /// A leader::Config file (.toml or .json) with store, election, participant_id, options and
+    /// metadata; the flags below override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
     /// The store, e.g. file:///var/lib/leases or postgres://host/db.
     #[arg(long)]
-    store: String,
+    store: Option<String>,
     /// The election's name.
     #[arg(long)]
-    election: String,
+    election: Option<String>,
     /// This participant's id (default: host name, pid and a random suffix).
     #[arg(long)]
     id: Option<String>,
-    /// Lease duration; the other timings derive from it.
-    #[arg(long, default_value = "15s", value_parser = duration)]
-    lease: Duration,
+    /// Lease duration; the other timings derive from it (default 15s).
+    #[arg(long, value_parser = duration)]
+    lease: Option<Duration>,
     /// Metadata published with the lease, KEY=VALUE (repeatable).
     #[arg(long = "metadata", value_name = "KEY=VALUE")]
     metadata: Vec<String>,
@@ -48,8 +52,20 @@ pub(crate) struct RunArgs {
 }
 
 pub(crate) async fn run(args: RunArgs) -> leader::Result<ExitCode> {
-    let options = ElectionOptions::from_lease(args.lease).with_metadata(metadata(&args.metadata)?);
+    let config = args.config.as_deref().map(leader::Config::from_file).transpose()?;
+    let store_url = required(args.store.clone(), config.as_ref().map(|c| c.store.clone()), "--store")?;
+    let election_name = required(args.election.clone(), config.as_ref().map(|c| c.election.clone()), "--election")?;
+    let mut options = match (args.lease, &config) {
+        (Some(lease), _) => ElectionOptions::from_lease(lease),
+        (None, Some(c)) => c.election_options(),
+        (None, None) => ElectionOptions::default(),
+    };
+    if let (Some(_), Some(c)) = (args.lease, &config) {
+        options.metadata = c.election_options().metadata;
+    }
+    options.metadata.extend(metadata(&args.metadata)?);
     options.validate()?;
+    let participant = args.id.clone().or_else(|| config.as_ref().and_then(|c| c.participant_id.clone()));
     let window = options.lease_duration - options.renew_deadline;
     let grace = args.grace.unwrap_or(window / 2);
     if grace >= window {
@@ -59,10 +75,10 @@ pub(crate) async fn run(args: RunArgs) -> leader::Result<ExitCode> {
             humantime::format_duration(window)
         )));
     }
-    let store = leader::connect(&args.store).await?;
-    let mut builder = Election::builder(store, &args.election).options(options.clone());
-    if let Some(id) = &args.id {
-        builder = builder.participant_id(id.clone());
+    let store = leader::connect(&store_url).await?;
+    let mut builder = Election::builder(store, &election_name).options(options.clone());
+    if let Some(id) = participant {
+        builder = builder.participant_id(id);
     }
     let election = builder.build()?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(io)?;
@@ -76,15 +92,15 @@ pub(crate) async fn run(args: RunArgs) -> leader::Result<ExitCode> {
             Some(change) = changes.next() => match change.kind {
                 ChangeKind::Acquired => if let Some(l) = election.leadership() { break l },
                 _ => match &change.current {
-                    Some(l) => eprintln!("leader: waiting; {} leads {} (token {})", l.participant_id, args.election, l.token),
-                    None => eprintln!("leader: waiting; nobody leads {} yet", args.election),
+                    Some(l) => eprintln!("leader: waiting; {} leads {} (token {})", l.participant_id, election_name, l.token),
+                    None => eprintln!("leader: waiting; nobody leads {} yet", election_name),
                 },
             },
             _ = sigint.recv() => return stop(&election, 128 + 2).await,
             _ = sigterm.recv() => return stop(&election, 128 + 15).await,
         }
     };
-    eprintln!("leader: leading {} with token {}; starting {:?}", args.election, leadership.token(), args.command);
+    eprintln!("leader: leading {} with token {}; starting {:?}", election_name, leadership.token(), args.command);
 
     let mut child = spawn_command(&args.command, &election, leadership.token()).map_err(io)?;
     let pgid = child.id().ok_or_else(|| Error::backend("the command exited before it could be watched"))?;
@@ -95,11 +111,11 @@ pub(crate) async fn run(args: RunArgs) -> leader::Result<ExitCode> {
         tokio::select! {
             status = child.wait() => {
                 let status = status.map_err(io)?;
-                eprintln!("leader: command exited ({status}); releasing {}", args.election);
+                eprintln!("leader: command exited ({status}); releasing {}", election_name);
                 break exit_code(status);
             }
             _ = leadership.lost() => {
-                eprintln!("leader: leadership of {} lost; stopping the command", args.election);
+                eprintln!("leader: leadership of {} lost; stopping the command", election_name);
                 stop_group(&mut child, pgid, grace).await;
                 break EXIT_LOST;
             }
@@ -118,6 +134,12 @@ pub(crate) async fn run(args: RunArgs) -> leader::Result<ExitCode> {
     };
     watchdog.stop().await;
     stop(&election, code).await
+}
+
+/// A flag's value, else the config file's, else an error naming the flag.
+pub(crate) fn required(flag: Option<String>, from_config: Option<String>, name: &str) -> leader::Result<String> {
+    flag.or(from_config)
+        .ok_or_else(|| Error::invalid_argument(format!("{name} is required (or give it in --config FILE)")))
 }
 
 async fn stop(election: &Election, code: u8) -> leader::Result<ExitCode> {

@@ -10,7 +10,10 @@ use crate::args::human;
 pub(crate) struct StatusArgs {
     /// The store, e.g. file:///var/lib/leases or postgres://host/db.
     #[arg(long)]
-    store: String,
+    store: Option<String>,
+    /// A leader::Config file (.toml or .json) to take the store (and, for watch, the election) from.
+    #[arg(long, value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
     /// Elections to show (default: every election the store can list).
     elections: Vec<String>,
     /// One JSON document instead of a table.
@@ -19,7 +22,9 @@ pub(crate) struct StatusArgs {
 }
 
 pub(crate) async fn status(args: StatusArgs) -> leader::Result<()> {
-    let store = leader::connect(&args.store).await?;
+    let config = args.config.as_deref().map(leader::Config::from_file).transpose()?;
+    let url = crate::run::required(args.store.clone(), config.as_ref().map(|c| c.store.clone()), "--store")?;
+    let store = leader::connect(&url).await?;
     let rows: Vec<(String, Option<LeaderInfo>)> = if args.elections.is_empty() {
         match store.list("").await {
             Ok(all) => all.into_iter().map(|l| (l.election.clone(), Some(l))).collect(),

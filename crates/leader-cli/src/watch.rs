@@ -12,7 +12,10 @@ use crate::args::duration;
 pub(crate) struct WatchArgs {
     /// The store, e.g. file:///var/lib/leases or postgres://host/db.
     #[arg(long)]
-    store: String,
+    store: Option<String>,
+    /// A leader::Config file (.toml or .json) to take the store (and, for watch, the election) from.
+    #[arg(long, value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
     /// The election to watch.
     election: String,
     /// Read at least this often (push channels wake it sooner).
@@ -25,7 +28,9 @@ pub(crate) struct WatchArgs {
 
 pub(crate) async fn watch(args: WatchArgs) -> leader::Result<()> {
     leader::validate_election_name(&args.election)?;
-    let store = leader::connect(&args.store).await?;
+    let config = args.config.as_deref().map(leader::Config::from_file).transpose()?;
+    let url = crate::run::required(args.store.clone(), config.as_ref().map(|c| c.store.clone()), "--store")?;
+    let store = leader::connect(&url).await?;
     let mut holders = leader::observe(store, args.election.clone(), args.poll);
     while let Some(item) = holders.next().await {
         let now = humantime::format_rfc3339_millis(SystemTime::now());

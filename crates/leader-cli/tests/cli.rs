@@ -221,3 +221,35 @@ fn status_and_watch_show_the_holder() {
     reap(a);
     let _ = Path::new(".");
 }
+
+#[test]
+fn config_file_supplies_store_election_and_id() {
+    let dir = Dir::new();
+    let config = dir.path("leader.toml");
+    std::fs::write(
+        &config,
+        format!("store = \"{}\"\nelection = \"cfg\"\nparticipant_id = \"from-config\"\n[options]\nlease_duration = \"2s\"\n", dir.store()),
+    )
+    .expect("write config");
+    let out = Command::new(BIN)
+        .args([
+            "run",
+            "--config",
+            config.to_str().expect("utf-8 path"),
+            "--",
+            "sh",
+            "-c",
+            "echo $LEADER_ID $LEADER_ELECTION",
+        ])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "from-config cfg");
+    std::fs::write(&config, "store = \"memory://x\"\nelection = \"cfg\"\nlease = \"2s\"\n").expect("write");
+    let bad = Command::new(BIN)
+        .args(["run", "--config", config.to_str().expect("utf-8"), "--", "true"])
+        .output()
+        .expect("run");
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("lease"), "names the key");
+}
