@@ -16,7 +16,7 @@ test-provider NAME:
     case "{{NAME}}" in
       sqlserver)
         docker compose up -d --wait sqlserver
-        LEADER_TEST_SQLSERVER_URL='mssql://sa:Leader-Test-1@127.0.0.1:1433/master?trust_cert=true' \
+        LEADER_TEST_SQLSERVER_URL='mssql://sa:LeaderTest_Passw0rd@127.0.0.1:1433/master?trust_server_certificate=true' \
           LEADER_TEST_REQUIRE=sqlserver cargo test -p leader-sqlserver ;;
       consul)
         docker compose up -d --wait consul
