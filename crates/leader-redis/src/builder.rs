@@ -1,0 +1,359 @@
+//! [`RedisStoreBuilder`]: where the store connects and how it names and guards its keys.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fred::clients::{Client, Pool};
+use fred::interfaces::ClientLike;
+use fred::prelude::{Builder, Config, ReconnectPolicy};
+use fred::types::config::UnresponsiveConfig;
+use leader_core::{Error, Result};
+
+use crate::error::from_fred;
+use crate::keys::{validate_key_prefix, Keys, DEFAULT_KEY_PREFIX};
+use crate::store::{Conn, Inner, RedisStore, WaitForReplicas};
+use crate::subscriber::Subscriber;
+
+/// The longest lease a store accepts unless told otherwise; also the default quarantine.
+pub const DEFAULT_MAX_LEASE: Duration = Duration::from_secs(60);
+/// The longest `max_lease` (and quarantine) a store can be given.
+pub const MAX_MAX_LEASE: Duration = Duration::from_secs(24 * 3600);
+
+/// URL query parameters this crate reads (and removes before fred sees the URL).
+const PARAMS: &[&str] = &["key_prefix", "max_lease", "quarantine", "wait_replicas", "wait_timeout"];
+
+enum Source {
+    Url(String),
+    Config(Box<Config>),
+    Client(Client),
+    Pool(Pool),
+}
+
+/// Builds a [`RedisStore`]. Start from [`RedisStore::builder`] (a URL),
+/// [`RedisStore::from_config`], [`RedisStore::from_client`] or [`RedisStore::from_pool`].
+///
+/// ```no_run
+/// # async fn f() -> leader_core::Result<()> {
+/// use std::time::Duration;
+/// let store = leader_redis::RedisStore::builder("redis://127.0.0.1:6379/0")
+///     .key_prefix("myapp:leader-election")
+///     .max_lease(Duration::from_secs(30))
+///     .build()
+///     .await?;
+/// # Ok(()) }
+/// ```
+pub struct RedisStoreBuilder {
+    source: Source,
+    key_prefix: String,
+    max_lease: Duration,
+    quarantine: Option<Duration>,
+    wait: Option<WaitForReplicas>,
+    unresponsive_timeout: Duration,
+    connection_timeout: Duration,
+    push: bool,
+}
+
+impl RedisStoreBuilder {
+    fn new(source: Source) -> Self {
+        RedisStoreBuilder {
+            source,
+            key_prefix: DEFAULT_KEY_PREFIX.to_owned(),
+            max_lease: DEFAULT_MAX_LEASE,
+            quarantine: None,
+            wait: None,
+            unresponsive_timeout: Duration::from_secs(2),
+            connection_timeout: Duration::from_secs(5),
+            push: true,
+        }
+    }
+
+    pub(crate) fn from_url(url: &str) -> Self {
+        Self::new(Source::Url(url.to_owned()))
+    }
+    pub(crate) fn from_config(config: Config) -> Self {
+        Self::new(Source::Config(Box::new(config)))
+    }
+    pub(crate) fn from_client(client: Client) -> Self {
+        Self::new(Source::Client(client))
+    }
+    pub(crate) fn from_pool(pool: Pool) -> Self {
+        Self::new(Source::Pool(pool))
+    }
+
+    /// The prefix of every key and of the pub/sub channel (default `leader`): 1-64 printable ASCII
+    /// characters, no spaces or braces. Stores with different prefixes never see each other's
+    /// elections. URL parameter `key_prefix`.
+    #[must_use]
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.key_prefix = prefix.into();
+        self
+    }
+
+    /// The longest lease this store accepts (default 60 s); `check_options` refuses longer ones.
+    /// It is also the default quarantine. URL parameter `max_lease` (e.g. `30s`).
+    #[must_use]
+    pub fn max_lease(mut self, max_lease: Duration) -> Self {
+        self.max_lease = max_lease;
+        self
+    }
+
+    /// How long acquisitions are refused after the acquire script finds the epoch key missing (a
+    /// server that lost its data, or a fresh one); default `max_lease`. Zero turns the quarantine
+    /// off: only do that where every participant restarts with the server, or in tests. URL
+    /// parameter `quarantine` (e.g. `0s`).
+    #[must_use]
+    pub fn quarantine(mut self, quarantine: Duration) -> Self {
+        self.quarantine = Some(quarantine);
+        self
+    }
+
+    /// After each acquire and renew, `WAIT replicas timeout`: the call succeeds only when at least
+    /// `replicas` replicas acknowledged the write within `timeout`. See the crate docs for what this
+    /// does and does not guarantee. Not available on Redis Cluster. URL parameters `wait_replicas`
+    /// and `wait_timeout`.
+    #[must_use]
+    pub fn wait_for_replicas(mut self, replicas: u32, timeout: Duration) -> Self {
+        self.wait = Some(WaitForReplicas { replicas, timeout });
+        self
+    }
+
+    /// A connection whose oldest command waits longer than this is closed and reconnected
+    /// (default 2 s), so a half-open TCP connection does not stall the store. Only for stores that
+    /// make their own connection (from a URL or a `Config`).
+    #[must_use]
+    pub fn unresponsive_timeout(mut self, timeout: Duration) -> Self {
+        self.unresponsive_timeout = timeout;
+        self
+    }
+
+    /// How long one attempt to connect may take (default 5 s). Only for stores that make their own
+    /// connection.
+    #[must_use]
+    pub fn connection_timeout(mut self, timeout: Duration) -> Self {
+        self.connection_timeout = timeout;
+        self
+    }
+
+    /// Whether to open the subscriber connection for push handoff (default true). Without it
+    /// `watch` answers `None` and followers poll.
+    #[must_use]
+    pub fn push_notifications(mut self, on: bool) -> Self {
+        self.push = on;
+        self
+    }
+
+    /// Connects (for URL and `Config` sources), subscribes to the store's channel, and returns the store.
+    pub async fn build(mut self) -> Result<RedisStore> {
+        let source = std::mem::replace(&mut self.source, Source::Url(String::new()));
+        let source = match source {
+            Source::Url(url) => {
+                let (config, params) = parse_url(&url)?;
+                for (key, value) in params {
+                    self = self.apply_param(&key, &value)?;
+                }
+                Source::Config(Box::new(config))
+            }
+            other => other,
+        };
+        let quarantine = self.validate()?;
+        let (conn, owned) = match source {
+            Source::Client(client) => (Conn::Client(client), false),
+            Source::Pool(pool) => (Conn::Pool(pool), false),
+            Source::Config(config) => (Conn::Client(self.connect(*config).await?), true),
+            Source::Url(_) => return Err(Error::invalid_argument("Redis URL could not be read")), // replaced above
+        };
+        self.finish(conn, owned, quarantine).await
+    }
+
+    /// Checks the settings; returns the quarantine.
+    fn validate(&self) -> Result<Duration> {
+        validate_key_prefix(&self.key_prefix)?;
+        if self.max_lease.is_zero() || self.max_lease > MAX_MAX_LEASE {
+            return Err(Error::invalid_argument(format!(
+                "max_lease {} must be between 1ms and {}",
+                humantime::format_duration(self.max_lease),
+                humantime::format_duration(MAX_MAX_LEASE)
+            )));
+        }
+        let quarantine = self.quarantine.unwrap_or(self.max_lease);
+        if quarantine > MAX_MAX_LEASE {
+            return Err(Error::invalid_argument(format!(
+                "quarantine {} is longer than {}",
+                humantime::format_duration(quarantine),
+                humantime::format_duration(MAX_MAX_LEASE)
+            )));
+        }
+        if let Some(wait) = &self.wait {
+            if wait.replicas == 0 || wait.timeout.is_zero() {
+                return Err(Error::invalid_argument(format!(
+                    "wait_for_replicas({}, {}) needs at least 1 replica and a timeout above 0",
+                    wait.replicas,
+                    humantime::format_duration(wait.timeout)
+                )));
+            }
+        }
+        Ok(quarantine)
+    }
+
+    /// A client of our own for `config`, connected.
+    async fn connect(&self, config: Config) -> Result<Client> {
+        let mut builder = Builder::from_config(config);
+        let (unresponsive, connect) = (self.unresponsive_timeout, self.connection_timeout);
+        builder
+            .with_connection_config(|c| {
+                c.connection_timeout = connect;
+                c.internal_command_timeout = connect;
+                c.unresponsive = UnresponsiveConfig {
+                    max_timeout: Some(unresponsive),
+                    interval: (unresponsive / 4).max(Duration::from_millis(10)),
+                };
+            })
+            // Reconnect for ever, 50 ms to 2 s apart: the store outlives outages (guarantee 7).
+            .set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2));
+        let client = builder.build().map_err(from_fred)?;
+        client.init().await.map_err(from_fred)?;
+        Ok(client)
+    }
+
+    async fn finish(self, conn: Conn, owned: bool, quarantine: Duration) -> Result<RedisStore> {
+        let first = conn.client().clone();
+        let clustered = first.is_clustered();
+        if clustered && self.wait.is_some() {
+            return Err(Error::invalid_argument(
+                "wait_for_replicas is not available on Redis Cluster: WAIT is not routed to the node of the election's key",
+            ));
+        }
+        let keys = Keys::new(&self.key_prefix, clustered);
+        let subscriber = if self.push {
+            let mut builder = Builder::from_config(first.client_config());
+            builder.set_connection_config(first.connection_config().clone());
+            builder.set_performance_config(first.perf_config());
+            builder.set_policy(
+                first.client_reconnect_policy().unwrap_or(ReconnectPolicy::new_exponential(0, 50, 2_000, 2)),
+            );
+            let started = match builder.build_subscriber_client() {
+                Ok(client) => Subscriber::start(client, keys.channel().to_owned()).await,
+                Err(e) => Err(from_fred(e)),
+            };
+            match started {
+                Ok(subscriber) => Some(subscriber),
+                Err(e) => {
+                    if owned {
+                        let _ = first.quit().await;
+                    }
+                    return Err(e);
+                }
+            }
+        } else {
+            None
+        };
+        Ok(RedisStore {
+            inner: Arc::new(Inner {
+                conn,
+                owned,
+                keys,
+                max_lease: self.max_lease,
+                quarantine,
+                wait: self.wait,
+                subscriber,
+            }),
+        })
+    }
+
+    fn apply_param(self, key: &str, value: &str) -> Result<Self> {
+        let duration = || {
+            humantime::parse_duration(value).map_err(|e| {
+                Error::invalid_argument(format!("URL parameter {key}={value:?} is not a duration like \"30s\": {e}"))
+            })
+        };
+        Ok(match key {
+            "key_prefix" => self.key_prefix(value),
+            "max_lease" => self.max_lease(duration()?),
+            "quarantine" => self.quarantine(duration()?),
+            "wait_replicas" => {
+                let n: u32 = value.parse().map_err(|_| {
+                    Error::invalid_argument(format!("URL parameter wait_replicas={value:?} is not a whole number"))
+                })?;
+                let timeout = self.wait.as_ref().map_or(Duration::from_millis(100), |w| w.timeout);
+                self.wait_for_replicas(n, timeout)
+            }
+            "wait_timeout" => {
+                let replicas = self.wait.as_ref().map_or(1, |w| w.replicas);
+                self.wait_for_replicas(replicas, duration()?)
+            }
+            _ => self,
+        })
+    }
+}
+
+/// Splits our parameters off the URL and lets fred parse the rest.
+pub(crate) fn parse_url(url: &str) -> Result<(Config, Vec<(String, String)>)> {
+    let mut parsed = url::Url::parse(url)
+        .map_err(|e| Error::invalid_argument(format!("invalid Redis URL {:?}: {e}", redact(url))))?;
+    if !crate::SCHEMES.contains(&parsed.scheme()) {
+        return Err(Error::invalid_argument(format!(
+            "URL scheme {:?} is not a Redis scheme; use one of {}",
+            parsed.scheme(),
+            crate::SCHEMES.join(", ")
+        )));
+    }
+    let (ours, rest): (Vec<_>, Vec<_>) = parsed
+        .query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .partition(|(k, _)| PARAMS.contains(&k.as_str()));
+    if rest.is_empty() {
+        parsed.set_query(None);
+    } else {
+        parsed.query_pairs_mut().clear().extend_pairs(rest);
+    }
+    if parsed.scheme().starts_with("rediss") {
+        // See Cargo.toml: fred asks rustls for the process default provider.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+    let config = Config::from_url(parsed.as_str())
+        .map_err(|e| Error::invalid_argument(format!("invalid Redis URL {:?}: {}", redact(url), e.details())))?;
+    Ok((config, ours))
+}
+
+/// The URL without its password, for error messages.
+fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        Ok(u) => u.to_string(),
+        // Unparsable: drop whatever sits between "://" and the last '@' of the authority.
+        Err(_) => match (url.find("://"), url.rfind('@')) {
+            (Some(start), Some(at)) if at > start => format!("{}***{}", &url[..start + 3], &url[at..]),
+            _ => url.to_owned(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_parameters_are_ours_and_the_rest_is_fred_s() {
+        let (config, params) = parse_url("redis://127.0.0.1:56379/2?key_prefix=app&quarantine=0s").unwrap();
+        assert_eq!(config.database, Some(2));
+        assert_eq!(params.len(), 2);
+        let (config, _) = parse_url("redis-cluster://127.0.0.1:30001?node=127.0.0.1:30002").unwrap();
+        assert!(config.server.is_clustered());
+        let (config, _) = parse_url("redis-sentinel://127.0.0.1:26379/0?sentinelServiceName=mymaster").unwrap();
+        assert!(config.server.is_sentinel());
+        let (config, _) = parse_url("rediss://127.0.0.1:6380").unwrap();
+        assert!(config.tls.is_some());
+    }
+
+    #[test]
+    fn bad_urls_name_the_value() {
+        let err = parse_url("postgres://x").unwrap_err();
+        assert_eq!(err.kind(), leader_core::ErrorKind::InvalidArgument);
+        assert!(err.to_string().contains("postgres"));
+        let err = parse_url("redis://user:secret@[::1").unwrap_err();
+        assert!(!err.to_string().contains("secret"), "{err}");
+    }
+}

@@ -1,0 +1,393 @@
+//! [`RedisStore`]: the [`LeaseStore`] over one fred client (or pool) and one subscriber.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fred::clients::{Client, Pool};
+use fred::interfaces::{ClientLike, ServerInterface};
+use fred::prelude::Config;
+use futures::stream::{BoxStream, StreamExt, TryStreamExt};
+use leader_core::{
+    async_trait, validate_election_name, validate_prefix, Acquire, AcquireRequest, Capabilities, ElectionOptions,
+    Error, LeaderInfo, Lease, LeaseStore, Metadata, Result,
+};
+
+use crate::builder::RedisStoreBuilder;
+use crate::error::from_fred;
+use crate::keys::Keys;
+use crate::reply::{parse, Reply};
+use crate::scripts::scripts;
+use crate::subscriber::Subscriber;
+
+/// A Redis lease store. Cheap to clone (clones share the connections).
+///
+/// See the crate docs for the key layout, the guarantees and what a Redis restart or failover does.
+#[derive(Clone)]
+pub struct RedisStore {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) enum Conn {
+    Client(Client),
+    Pool(Pool),
+}
+
+impl Conn {
+    /// The client for the next command (a pool hands them out in turn).
+    pub(crate) fn client(&self) -> &Client {
+        match self {
+            Conn::Client(c) => c,
+            Conn::Pool(p) => p.next(),
+        }
+    }
+}
+
+/// `WAIT replicas timeout` after acquire and renew.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WaitForReplicas {
+    pub(crate) replicas: u32,
+    pub(crate) timeout: Duration,
+}
+
+pub(crate) struct Inner {
+    pub(crate) conn: Conn,
+    /// Whether we made the client (and so close it when the store goes).
+    pub(crate) owned: bool,
+    pub(crate) keys: Keys,
+    pub(crate) max_lease: Duration,
+    pub(crate) quarantine: Duration,
+    pub(crate) wait: Option<WaitForReplicas>,
+    pub(crate) subscriber: Option<Subscriber>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
+        if let (Conn::Client(client), Ok(runtime)) = (&self.conn, tokio::runtime::Handle::try_current()) {
+            let client = client.clone();
+            runtime.spawn(async move {
+                let _ = client.quit().await;
+            });
+        }
+    }
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("key_prefix", &self.inner.keys.prefix())
+            .field("max_lease", &self.inner.max_lease)
+            .field("quarantine", &self.inner.quarantine)
+            .field("wait_for_replicas", &self.inner.wait)
+            .field("push", &self.inner.subscriber.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisStore {
+    /// A builder that connects to `url`: `redis://`, `rediss://` (TLS), `redis-cluster://`,
+    /// `rediss-cluster://`, `redis-sentinel://`, `rediss-sentinel://` in fred's URL forms, plus this
+    /// crate's parameters (`key_prefix`, `max_lease`, `quarantine`, `wait_replicas`, `wait_timeout`).
+    pub fn builder(url: &str) -> RedisStoreBuilder {
+        RedisStoreBuilder::from_url(url)
+    }
+
+    /// A builder over a fred `Config` (the store makes and owns its client).
+    pub fn from_config(config: Config) -> RedisStoreBuilder {
+        RedisStoreBuilder::from_config(config)
+    }
+
+    /// A builder over your fred client, which you have initialised (`init`) and keep managing
+    /// (reconnect policy, closing). The store opens one subscriber connection of its own with the
+    /// client's configuration.
+    pub fn from_client(client: Client) -> RedisStoreBuilder {
+        RedisStoreBuilder::from_client(client)
+    }
+
+    /// A builder over your fred pool (initialised by you); each call takes the pool's next client.
+    pub fn from_pool(pool: Pool) -> RedisStoreBuilder {
+        RedisStoreBuilder::from_pool(pool)
+    }
+
+    /// Connects to `url` with the default settings (see [`RedisStore::builder`]).
+    pub async fn connect(url: &str) -> Result<Self> {
+        Self::builder(url).build().await
+    }
+
+    /// A client of the store (the pool's next one), for your own commands, e.g. a fenced write in
+    /// a script that checks the token in [`RedisStore::lease_key`].
+    pub fn client(&self) -> &Client {
+        self.inner.conn.client()
+    }
+
+    /// The subscriber client behind `watch`, if push notifications are on.
+    pub fn subscriber_client(&self) -> Option<&fred::clients::SubscriberClient> {
+        self.inner.subscriber.as_ref().map(Subscriber::client)
+    }
+
+    /// The key prefix.
+    pub fn key_prefix(&self) -> &str {
+        self.inner.keys.prefix()
+    }
+
+    /// The hash holding `election`'s lease (fields `i` instance, `p` participant, `t` token,
+    /// `a` acquired at in µs, `m` metadata as JSON).
+    pub fn lease_key(&self, election: &str) -> String {
+        self.inner.keys.lease(election)
+    }
+
+    /// The pub/sub channel the scripts publish election names on.
+    pub fn channel(&self) -> &str {
+        self.inner.keys.channel()
+    }
+
+    /// How long a fresh or restarted server refuses acquisitions.
+    pub fn quarantine(&self) -> Duration {
+        self.inner.quarantine
+    }
+
+    /// The longest lease this store accepts.
+    pub fn max_lease(&self) -> Duration {
+        self.inner.max_lease
+    }
+
+    pub(crate) fn acquire_args(&self, req: &AcquireRequest) -> Result<(Vec<String>, Vec<String>)> {
+        validate_election_name(&req.election)?;
+        let ttl = self.ttl_ms(req.ttl)?;
+        let keys = &self.inner.keys;
+        let metadata = encode_metadata(&req.metadata)?;
+        Ok((
+            vec![keys.lease(&req.election), keys.token(&req.election), keys.epoch(&req.election)],
+            vec![
+                req.instance_id.clone(),
+                req.participant_id.clone(),
+                ttl,
+                metadata,
+                self.inner.quarantine.as_millis().to_string(),
+                keys.channel().to_owned(),
+                req.election.clone(),
+            ],
+        ))
+    }
+
+    fn ttl_ms(&self, ttl: Duration) -> Result<String> {
+        if ttl < Duration::from_millis(1) || ttl > self.inner.max_lease {
+            return Err(Error::invalid_argument(format!(
+                "lease ttl {} is outside this store's 1ms..{} (raise max_lease, which also lengthens the restart quarantine)",
+                humantime::format_duration(ttl),
+                humantime::format_duration(self.inner.max_lease)
+            )));
+        }
+        Ok(ttl.as_millis().to_string())
+    }
+
+    /// `WAIT` on the connection the write went through, if configured.
+    async fn wait_for_replicas(&self, client: &Client) -> Result<()> {
+        let Some(wait) = self.inner.wait else { return Ok(()) };
+        let timeout_ms = i64::try_from(wait.timeout.as_millis()).unwrap_or(i64::MAX);
+        let acked: i64 = client.wait(i64::from(wait.replicas), timeout_ms).await.map_err(from_fred)?;
+        if acked < i64::from(wait.replicas) {
+            return Err(Error::unavailable(format!(
+                "WAIT: {acked} of {} replicas acknowledged the lease within {}",
+                wait.replicas,
+                humantime::format_duration(wait.timeout)
+            )));
+        }
+        Ok(())
+    }
+
+    async fn read(&self, election: &str) -> Result<Option<LeaderInfo>> {
+        let fields: Vec<String> =
+            scripts().read.run(self.client(), vec![self.inner.keys.lease(election)], Vec::<String>::new()).await?;
+        match parse(election, fields)? {
+            Reply::Theirs(lease) => Ok(Some(lease)),
+            Reply::Nothing => Ok(None),
+            other => Err(unexpected(election, &other)),
+        }
+    }
+
+    async fn scan_elections(&self, prefix: &str) -> Result<Vec<String>> {
+        let client = self.client();
+        let pattern = self.inner.keys.scan_pattern(prefix);
+        let keys: Vec<fred::types::Key> = if client.is_clustered() {
+            client.scan_cluster_buffered(pattern, Some(200), None).try_collect().await
+        } else {
+            client.scan_buffered(pattern, Some(200), None).try_collect().await
+        }
+        .map_err(from_fred)?;
+        let mut names: Vec<String> = keys
+            .iter()
+            .filter_map(|k| k.as_str())
+            .filter_map(|k| self.inner.keys.election_of(k).map(str::to_owned))
+            .filter(|name| name.starts_with(prefix))
+            .collect();
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+}
+
+fn encode_metadata(metadata: &Metadata) -> Result<String> {
+    serde_json::to_string(metadata).map_err(|e| Error::invalid_argument(format!("metadata cannot be encoded: {e}")))
+}
+
+fn unexpected(election: &str, reply: &Reply) -> Error {
+    Error::backend(format!("unexpected reply from the lease script for {election:?}: {reply:?}"))
+}
+
+#[async_trait]
+impl LeaseStore for RedisStore {
+    async fn try_acquire(&self, req: &AcquireRequest) -> Result<Acquire> {
+        let (keys, args) = self.acquire_args(req)?;
+        let client = self.client();
+        let fields: Vec<String> = scripts().acquire.run(client, keys, args).await?;
+        match parse(&req.election, fields)? {
+            Reply::Ours(Some(lease)) => {
+                self.wait_for_replicas(client).await?;
+                Ok(Acquire::Acquired(lease))
+            }
+            Reply::Theirs(holder) => Ok(Acquire::Held(Some(holder))),
+            Reply::Quarantine(left) => {
+                tracing::info!(
+                    election = %req.election,
+                    "redis: server data is new (restart or first use); no acquisitions for another {}",
+                    humantime::format_duration(left)
+                );
+                Ok(Acquire::Held(None))
+            }
+            other => Err(unexpected(&req.election, &other)),
+        }
+    }
+
+    async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>> {
+        let ttl = self.ttl_ms(ttl)?;
+        let client = self.client();
+        let fields: Vec<String> = scripts()
+            .renew
+            .run(
+                client,
+                vec![self.inner.keys.lease(&lease.election)],
+                vec![lease.instance_id.clone(), lease.token.get().to_string(), ttl],
+            )
+            .await?;
+        match parse(&lease.election, fields)? {
+            Reply::Ours(Some(renewed)) => {
+                self.wait_for_replicas(client).await?;
+                Ok(Some(renewed))
+            }
+            Reply::Nothing => Ok(None),
+            other => Err(unexpected(&lease.election, &other)),
+        }
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<bool> {
+        let keys = &self.inner.keys;
+        let fields: Vec<String> = scripts()
+            .release
+            .run(
+                self.client(),
+                vec![keys.lease(&lease.election)],
+                vec![
+                    lease.instance_id.clone(),
+                    lease.token.get().to_string(),
+                    keys.channel().to_owned(),
+                    lease.election.clone(),
+                ],
+            )
+            .await?;
+        match parse(&lease.election, fields)? {
+            Reply::Ours(None) => Ok(true),
+            Reply::Nothing => Ok(false),
+            other => Err(unexpected(&lease.election, &other)),
+        }
+    }
+
+    async fn update_metadata(&self, lease: &Lease, metadata: &Metadata) -> Result<Option<Lease>> {
+        let keys = &self.inner.keys;
+        let fields: Vec<String> = scripts()
+            .update_metadata
+            .run(
+                self.client(),
+                vec![keys.lease(&lease.election)],
+                vec![
+                    lease.instance_id.clone(),
+                    lease.token.get().to_string(),
+                    encode_metadata(metadata)?,
+                    keys.channel().to_owned(),
+                    lease.election.clone(),
+                ],
+            )
+            .await?;
+        match parse(&lease.election, fields)? {
+            Reply::Ours(Some(updated)) => Ok(Some(updated)),
+            Reply::Nothing => Ok(None),
+            other => Err(unexpected(&lease.election, &other)),
+        }
+    }
+
+    async fn withdraw(&self, _election: &str, _instance_id: &str) -> Result<()> {
+        Ok(()) // no candidate queue
+    }
+
+    async fn current(&self, election: &str) -> Result<Option<LeaderInfo>> {
+        validate_election_name(election)?;
+        self.read(election).await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<LeaderInfo>> {
+        validate_prefix(prefix)?;
+        let names = self.scan_elections(prefix).await?;
+        // A lease may expire between SCAN and the read: it is then left out.
+        let reads = names.into_iter().map(|name| {
+            let store = self.clone();
+            async move { store.read(&name).await }
+        });
+        let leases: Vec<Option<LeaderInfo>> = futures::stream::iter(reads).buffered(16).try_collect().await?;
+        Ok(leases.into_iter().flatten().collect())
+    }
+
+    fn watch(&self, election: &str, _instance_id: Option<&str>) -> Option<BoxStream<'static, ()>> {
+        self.inner.subscriber.as_ref()?.watch(election)
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            push_notifications: self.inner.subscriber.is_some(),
+            pushes_expiry: false,
+            server_side_expiry: true,
+            durable_tokens: false,
+            cross_host: true,
+            survives_store_failover: false,
+            lists_elections: true,
+            reap_multiplier: 1,
+        }
+    }
+
+    fn check_options(&self, options: &ElectionOptions) -> Result<()> {
+        if options.lease_duration > self.inner.max_lease {
+            return Err(Error::invalid_argument(format!(
+                "lease_duration {} is longer than this Redis store's max_lease {}; raise max_lease (which also lengthens the restart quarantine)",
+                humantime::format_duration(options.lease_duration),
+                humantime::format_duration(self.inner.max_lease)
+            )));
+        }
+        if options.lease_duration < Duration::from_millis(10) {
+            return Err(Error::invalid_argument(format!(
+                "lease_duration {} is below 10ms; Redis expires keys with millisecond resolution",
+                humantime::format_duration(options.lease_duration)
+            )));
+        }
+        if let Some(wait) = self.inner.wait {
+            if wait.timeout >= options.operation_timeout {
+                return Err(Error::invalid_argument(format!(
+                    "wait_for_replicas timeout {} must be less than operation_timeout {}, or every acquire would time out first",
+                    humantime::format_duration(wait.timeout),
+                    humantime::format_duration(options.operation_timeout)
+                )));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,77 @@
+//! The conformance suite (leader-testkit) against the Redis server in `LEADER_TEST_REDIS_URL`,
+//! with the fault proxy between participants and the server for partition and slow-store scenarios.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Duration;
+
+use leader_core::{ElectionOptions, Error, LeaseStore, Result};
+use leader_redis::RedisStore;
+use leader_testkit::Provider;
+
+struct Redis {
+    url: String,
+    addr: Option<SocketAddr>,
+    /// One key prefix per provider, so scenarios of this run never meet other runs' keys.
+    key_prefix: String,
+}
+
+impl Redis {
+    async fn open(&self, url: &str) -> Result<Arc<dyn LeaseStore>> {
+        let store = RedisStore::builder(url)
+            .key_prefix(&self.key_prefix)
+            // The shared test server is never restarted by this suite (the restart tests use
+            // servers of their own), so the fresh-server quarantine would only slow the first test.
+            .quarantine(Duration::ZERO)
+            .max_lease(Duration::from_secs(10))
+            // Test leases are 2 s: notice a blackholed connection well within one lease.
+            .unresponsive_timeout(Duration::from_millis(800))
+            .connection_timeout(Duration::from_millis(800))
+            .build()
+            .await?;
+        Ok(Arc::new(store))
+    }
+}
+
+#[leader_core::async_trait]
+impl Provider for Redis {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn store(&self) -> Result<Arc<dyn LeaseStore>> {
+        self.open(&self.url).await
+    }
+
+    fn options(&self) -> ElectionOptions {
+        ElectionOptions::from_lease(Duration::from_secs(2))
+    }
+
+    fn server_addr(&self) -> Option<SocketAddr> {
+        self.addr
+    }
+
+    async fn store_at(&self, addr: SocketAddr) -> Option<Result<Arc<dyn LeaseStore>>> {
+        let mut url = match url::Url::parse(&self.url) {
+            Ok(url) => url,
+            Err(e) => return Some(Err(Error::invalid_argument(format!("test URL {:?}: {e}", self.url)))),
+        };
+        if url.set_ip_host(addr.ip()).is_err() || url.set_port(Some(addr.port())).is_err() {
+            return Some(Err(Error::invalid_argument(format!("cannot point {:?} at {addr}", self.url))));
+        }
+        Some(self.open(url.as_str()).await)
+    }
+}
+
+async fn make_provider() -> Option<Arc<dyn Provider>> {
+    let url = leader_testkit::provider_url("redis")?;
+    let parsed = url::Url::parse(&url).expect("LEADER_TEST_REDIS_URL is a URL");
+    // Only a plain single-server URL can be proxied.
+    let addr = (parsed.scheme() == "redis")
+        .then(|| (parsed.host_str()?, parsed.port().unwrap_or(6379)).to_socket_addrs().ok()?.next())
+        .flatten();
+    Some(Arc::new(Redis { url, addr, key_prefix: format!("conf-{:08x}", fastrand::u32(..)) }))
+}
+
+leader_testkit::conformance_tests!(make_provider);
