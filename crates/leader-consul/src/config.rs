@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use leader_core::{Error, Result};
+use serde::{Deserialize, Serialize};
 
 /// The default key prefix: election `jobs` lives at `leader/jobs`.
 pub const DEFAULT_PREFIX: &str = "leader/";
@@ -26,15 +27,82 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// assert_eq!(c.key("jobs"), "apps/leader/jobs");
 /// # Ok::<(), leader_core::Error>(())
 /// ```
-#[derive(Clone, PartialEq, Eq)]
+///
+/// In configuration files (serde) the keys are `address` (`http(s)://host:port` or `host:port`,
+/// default `127.0.0.1:8500`), `token`, `datacenter`, `prefix`, `lock_delay`, `wait` and `timeout`
+/// (durations written `"10s"`, `"500ms"`), all optional and checked by the same rules as the URL's
+/// parameters; unknown keys are errors. Serialising writes the token (the file needs it; `Debug`
+/// never shows it).
+///
+/// ```
+/// use leader_consul::ConsulConfig;
+/// let c: ConsulConfig =
+///     serde_json::from_str(r#"{ "address": "http://127.0.0.1:8500", "prefix": "apps/leader/", "wait": "30s" }"#).unwrap();
+/// assert_eq!(c.key("jobs"), "apps/leader/jobs");
+/// ```
+#[derive(Clone, PartialEq, Eq, Serialize)]
 pub struct ConsulConfig {
     pub(crate) address: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) datacenter: Option<String>,
     pub(crate) prefix: String,
+    #[serde(with = "humantime_serde")]
     pub(crate) lock_delay: Duration,
+    #[serde(with = "humantime_serde")]
     pub(crate) wait: Duration,
+    #[serde(with = "humantime_serde")]
     pub(crate) timeout: Duration,
+}
+
+/// Unknown keys and bad durations are errors naming the key; values go through the setters, so a
+/// refused one is the setter's error (which names the setting and the rule).
+impl<'de> Deserialize<'de> for ConsulConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Raw {
+            #[serde(default)]
+            address: Option<String>,
+            #[serde(default)]
+            token: Option<String>,
+            #[serde(default)]
+            datacenter: Option<String>,
+            #[serde(default)]
+            prefix: Option<String>,
+            #[serde(with = "humantime_serde", default)]
+            lock_delay: Option<Duration>,
+            #[serde(with = "humantime_serde", default)]
+            wait: Option<Duration>,
+            #[serde(with = "humantime_serde", default)]
+            timeout: Option<Duration>,
+        }
+        let raw = Raw::deserialize(deserializer)?;
+        let build = || -> Result<Self> {
+            let mut config = Self::from_parts(raw.address, raw.token, None)?;
+            if let Some(dc) = raw.datacenter {
+                config = config.datacenter(dc)?;
+            }
+            if let Some(prefix) = &raw.prefix {
+                config = config.prefix(prefix)?;
+            }
+            if let Some(delay) = raw.lock_delay {
+                config = config.lock_delay(delay)?;
+            }
+            if let Some(wait) = raw.wait {
+                config = config.wait(wait)?;
+            }
+            if let Some(timeout) = raw.timeout {
+                if timeout.is_zero() {
+                    return Err(Error::invalid_argument("timeout is 0s; it must be above zero, such as 10s"));
+                }
+                config.timeout = timeout;
+            }
+            Ok(config)
+        };
+        build().map_err(serde::de::Error::custom)
+    }
 }
 
 impl std::fmt::Debug for ConsulConfig {
@@ -319,6 +387,50 @@ mod tests {
             assert!(base.clone().prefix(ok).is_ok(), "{ok:?}");
         }
         Ok(())
+    }
+
+    fn from_json(text: &str) -> std::result::Result<ConsulConfig, String> {
+        let mut de = serde_json::Deserializer::from_str(text);
+        serde_path_to_error::deserialize(&mut de).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn serde_round_trip_with_durations_as_text() -> Result<()> {
+        let c = ConsulConfig::from_url(
+            "consul://consul.internal:8501?token=s3cr3t&dc=dc1&prefix=svc/&tls=true&lock_delay=1s&wait=30s&timeout=500ms",
+        )?;
+        let text = serde_json::to_string(&c).map_err(|e| Error::invalid_argument(e.to_string()))?;
+        for written in [
+            r#""lock_delay":"1s""#,
+            r#""wait":"30s""#,
+            r#""timeout":"500ms""#,
+            r#""address":"https://consul.internal:8501""#,
+        ] {
+            assert!(text.contains(written), "{written} in {text}");
+        }
+        assert_eq!(from_json(&text).map_err(Error::invalid_argument)?, c);
+        // Everything is optional: the defaults are the agent on localhost.
+        assert_eq!(
+            from_json("{}").map_err(Error::invalid_argument)?,
+            ConsulConfig::from_url("consul://127.0.0.1:8500")?
+        );
+        let c = from_json(r#"{"address": "c.example:8600"}"#).map_err(Error::invalid_argument)?;
+        assert_eq!(c.address(), "http://c.example:8600");
+        Ok(())
+    }
+
+    #[test]
+    fn serde_errors_name_the_key() {
+        let e = from_json(r#"{"adress": "h:8500"}"#).unwrap_err();
+        assert!(e.contains("adress"), "{e}");
+        let e = from_json(r#"{"lock_delay": "soon"}"#).unwrap_err();
+        assert!(e.contains("lock_delay"), "{e}");
+        let e = from_json(r#"{"wait": "20m"}"#).unwrap_err();
+        assert!(e.contains("wait") && e.contains("10m"), "{e}");
+        let e = from_json(r#"{"prefix": "/abs"}"#).unwrap_err();
+        assert!(e.contains("prefix"), "{e}");
+        let e = from_json(r#"{"token": "top secret"}"#).unwrap_err();
+        assert!(e.contains("token") && !e.contains("top secret"), "{e}");
     }
 
     #[test]

@@ -9,6 +9,7 @@ use fred::prelude::{Builder, Config, ReconnectPolicy};
 use fred::types::config::UnresponsiveConfig;
 use leader_core::{Error, Result};
 
+use crate::config::RedisConfig;
 use crate::error::from_fred;
 use crate::keys::{validate_key_prefix, Keys, DEFAULT_KEY_PREFIX};
 use crate::store::{Conn, Inner, RedisStore, WaitForReplicas};
@@ -18,6 +19,10 @@ use crate::subscriber::Subscriber;
 pub const DEFAULT_MAX_LEASE: Duration = Duration::from_secs(60);
 /// The longest `max_lease` (and quarantine) a store can be given.
 pub const MAX_MAX_LEASE: Duration = Duration::from_secs(24 * 3600);
+/// The default [`RedisStoreBuilder::unresponsive_timeout`].
+pub const DEFAULT_UNRESPONSIVE_TIMEOUT: Duration = Duration::from_secs(2);
+/// The default [`RedisStoreBuilder::connection_timeout`].
+pub const DEFAULT_CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// URL query parameters this crate reads (and removes before fred sees the URL).
 const PARAMS: &[&str] = &["key_prefix", "max_lease", "quarantine", "wait_replicas", "wait_timeout"];
@@ -61,8 +66,8 @@ impl RedisStoreBuilder {
             max_lease: DEFAULT_MAX_LEASE,
             quarantine: None,
             wait: None,
-            unresponsive_timeout: Duration::from_secs(2),
-            connection_timeout: Duration::from_secs(5),
+            unresponsive_timeout: DEFAULT_UNRESPONSIVE_TIMEOUT,
+            connection_timeout: DEFAULT_CONNECTION_TIMEOUT,
             push: true,
         }
     }
@@ -286,6 +291,25 @@ impl RedisStoreBuilder {
     }
 }
 
+/// A builder for `config.url` with the settings of `config` (see [`RedisConfig`]).
+impl From<RedisConfig> for RedisStoreBuilder {
+    fn from(config: RedisConfig) -> Self {
+        let mut builder = RedisStoreBuilder::from_url(&config.url)
+            .key_prefix(config.key_prefix)
+            .max_lease(config.max_lease)
+            .unresponsive_timeout(config.unresponsive_timeout)
+            .connection_timeout(config.connection_timeout)
+            .push_notifications(config.push_notifications);
+        if let Some(quarantine) = config.quarantine {
+            builder = builder.quarantine(quarantine);
+        }
+        if let Some(wait) = config.wait_for_replicas {
+            builder = builder.wait_for_replicas(wait.replicas, wait.timeout);
+        }
+        builder
+    }
+}
+
 /// Splits our parameters off the URL and lets fred parse the rest.
 pub(crate) fn parse_url(url: &str) -> Result<(Config, Vec<(String, String)>)> {
     let mut parsed = url::Url::parse(url)
@@ -316,7 +340,7 @@ pub(crate) fn parse_url(url: &str) -> Result<(Config, Vec<(String, String)>)> {
 }
 
 /// The URL without its password, for error messages.
-fn redact(url: &str) -> String {
+pub(crate) fn redact(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut u) if u.password().is_some() => {
             let _ = u.set_password(Some("***"));
@@ -346,6 +370,35 @@ mod tests {
         assert!(config.server.is_sentinel());
         let (config, _) = parse_url("rediss://127.0.0.1:6380").unwrap();
         assert!(config.tls.is_some());
+    }
+
+    #[test]
+    fn a_builder_from_a_config_has_its_settings() {
+        let mut config = RedisConfig::new("redis://127.0.0.1:56379");
+        config.key_prefix = "app".into();
+        config.max_lease = Duration::from_secs(30);
+        config.quarantine = Some(Duration::ZERO);
+        config.wait_for_replicas =
+            Some(crate::WaitForReplicasConfig { replicas: 2, timeout: Duration::from_millis(250) });
+        config.unresponsive_timeout = Duration::from_millis(800);
+        config.connection_timeout = Duration::from_secs(1);
+        config.push_notifications = false;
+        let b = config.builder();
+        assert!(matches!(&b.source, Source::Url(url) if url == "redis://127.0.0.1:56379"));
+        assert_eq!(
+            (b.key_prefix.as_str(), b.max_lease, b.quarantine),
+            ("app", Duration::from_secs(30), Some(Duration::ZERO))
+        );
+        assert_eq!(b.wait.map(|w| (w.replicas, w.timeout)), Some((2, Duration::from_millis(250))));
+        assert_eq!(
+            (b.unresponsive_timeout, b.connection_timeout, b.push),
+            (Duration::from_millis(800), Duration::from_secs(1), false)
+        );
+        let d = RedisConfig::new("redis://h").builder();
+        assert_eq!(
+            (d.key_prefix.as_str(), d.max_lease, d.quarantine, d.push),
+            (DEFAULT_KEY_PREFIX, DEFAULT_MAX_LEASE, None, true)
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 #![warn(missing_docs)]
 
 mod builder;
+mod config;
 mod error;
 mod floor;
 mod keys;
@@ -14,7 +15,10 @@ use std::sync::Arc;
 
 use leader_core::{LeaseStore, RawFloor, Result};
 
-pub use builder::{RedisStoreBuilder, DEFAULT_MAX_LEASE, MAX_MAX_LEASE};
+pub use builder::{
+    RedisStoreBuilder, DEFAULT_CONNECTION_TIMEOUT, DEFAULT_MAX_LEASE, DEFAULT_UNRESPONSIVE_TIMEOUT, MAX_MAX_LEASE,
+};
+pub use config::{RedisConfig, WaitForReplicasConfig};
 /// The fred crate this store is built on, for [`RedisStore::from_client`] and friends.
 pub use fred;
 pub use keys::{validate_key_prefix, DEFAULT_KEY_PREFIX, MAX_KEY_PREFIX};

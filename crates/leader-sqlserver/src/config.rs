@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use leader_core::{Error, Result};
+use serde::{Deserialize, Serialize};
 use tiberius::{AuthMethod, EncryptionLevel};
 
 use crate::sql::{Identifier, DEFAULT_SCHEMA, DEFAULT_TABLE};
@@ -28,8 +29,25 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// assert!(SqlServerConfig::parse("mssql://sa:x@h/db?table=leases;DROP").is_err());
 /// # Ok::<(), leader_core::Error>(())
 /// ```
+///
+/// In configuration files (serde) it is `url` (the URL or the connection string, as
+/// [`parse`](Self::parse) takes it) plus optional `schema`, `table`, `pool_size`,
+/// `connect_timeout` (written `"10s"`, `"500ms"`) and `ensure_schema`, which win over the URL's
+/// parameters; unknown keys are errors. Serialising writes the URL with its password (the file
+/// needs it; `Debug` never shows it) and does not capture changes made through
+/// [`tiberius_config_mut`](Self::tiberius_config_mut).
+///
+/// ```
+/// use leader_sqlserver::SqlServerConfig;
+/// let c: SqlServerConfig = serde_json::from_str(
+///     r#"{ "url": "mssql://sa:secret@127.0.0.1:1433/master", "table": "leases", "connect_timeout": "3s" }"#,
+/// ).unwrap();
+/// assert_eq!(c.qualified_table(), "[dbo].[leases]");
+/// ```
 #[derive(Clone)]
 pub struct SqlServerConfig {
+    /// The URL or connection string this was parsed from, for serialising.
+    pub(crate) source: String,
     pub(crate) tds: tiberius::Config,
     pub(crate) schema: Identifier,
     pub(crate) table: Identifier,
@@ -74,7 +92,7 @@ impl SqlServerConfig {
     pub fn from_ado(s: &str) -> Result<Self> {
         let tds = tiberius::Config::from_ado_string(s)
             .map_err(|e| Error::invalid_argument(format!("invalid ADO.NET connection string: {e}")))?;
-        Ok(Self::with_tds(tds))
+        Ok(Self::with_tds(s, tds))
     }
 
     /// A `mssql://` or `sqlserver://` URL (see the type's docs for the query parameters).
@@ -109,7 +127,7 @@ impl SqlServerConfig {
         }
         tds.application_name("leader");
 
-        let mut config = Self::with_tds(tds);
+        let mut config = Self::with_tds(s, tds);
         let mut trust_cert = false;
         let mut ca = None;
         for (key, value) in url.query_pairs() {
@@ -147,9 +165,10 @@ impl SqlServerConfig {
         Ok(config)
     }
 
-    fn with_tds(mut tds: tiberius::Config) -> Self {
+    fn with_tds(source: &str, mut tds: tiberius::Config) -> Self {
         tds.handshake_timeout(Some(DEFAULT_CONNECT_TIMEOUT));
         SqlServerConfig {
+            source: source.to_owned(),
             tds,
             schema: Identifier(DEFAULT_SCHEMA.to_owned()),
             table: Identifier(DEFAULT_TABLE.to_owned()),
@@ -193,6 +212,68 @@ impl SqlServerConfig {
     /// The driver's configuration, for settings this type does not expose.
     pub fn tiberius_config_mut(&mut self) -> &mut tiberius::Config {
         &mut self.tds
+    }
+}
+
+/// The serialised form; see the type's docs.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SqlServerConfigData {
+    url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    schema: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    table: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pool_size: Option<u32>,
+    #[serde(with = "humantime_serde", default, skip_serializing_if = "Option::is_none")]
+    connect_timeout: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ensure_schema: Option<bool>,
+}
+
+impl Serialize for SqlServerConfig {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        SqlServerConfigData {
+            url: self.source.clone(),
+            schema: Some(self.schema.as_str().to_owned()),
+            table: Some(self.table.as_str().to_owned()),
+            pool_size: Some(self.pool_size),
+            connect_timeout: Some(self.connect_timeout),
+            ensure_schema: Some(self.ensure_schema),
+        }
+        .serialize(serializer)
+    }
+}
+
+/// Parses `url` as [`SqlServerConfig::parse`] does, then applies the other keys with the same
+/// rules as the URL parameters; a refused value is an error naming the key.
+impl<'de> Deserialize<'de> for SqlServerConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        let data = SqlServerConfigData::deserialize(deserializer)?;
+        let build = || -> Result<Self> {
+            let mut config = Self::parse(&data.url)?;
+            if let Some(schema) = &data.schema {
+                config = config.schema(schema)?;
+            }
+            if let Some(table) = &data.table {
+                config = config.table(table)?;
+            }
+            if let Some(size) = data.pool_size {
+                config = config.pool_size(size)?;
+            }
+            if let Some(timeout) = data.connect_timeout {
+                if timeout.is_zero() {
+                    return Err(Error::invalid_argument("connect_timeout is 0s; it must be above zero, such as 10s"));
+                }
+                config.connect_timeout = timeout;
+            }
+            if let Some(yes) = data.ensure_schema {
+                config = config.ensure_schema(yes);
+            }
+            Ok(config)
+        };
+        build().map_err(serde::de::Error::custom)
     }
 }
 
@@ -320,6 +401,49 @@ mod tests {
         assert_eq!(c.qualified_table(), "[leader].[leases]");
         assert!(SqlServerConfig::from_ado("Server=tcp:h,1433").and_then(|c| c.table("x y")).is_err());
         Ok(())
+    }
+
+    fn from_json(text: &str) -> std::result::Result<SqlServerConfig, String> {
+        let mut de = serde_json::Deserializer::from_str(text);
+        serde_path_to_error::deserialize(&mut de).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn serde_round_trip_with_durations_as_text() -> Result<()> {
+        let c = SqlServerConfig::parse("mssql://sa:s3cret@h:1444/db?encrypt=off")?
+            .schema("jobs")?
+            .table("leases")?
+            .pool_size(8)?
+            .ensure_schema(false);
+        let text = serde_json::to_string(&c).map_err(|e| Error::invalid_argument(e.to_string()))?;
+        assert!(text.contains(r#""connect_timeout":"10s""#), "{text}");
+        let back = from_json(&text).map_err(Error::invalid_argument)?;
+        assert_eq!(serde_json::to_string(&back).ok(), Some(text));
+        assert_eq!(back.tds.get_addr(), "h:1444");
+        assert_eq!((back.qualified_table(), back.pool_size, back.ensure_schema), ("[jobs].[leases]".into(), 8, false));
+        assert!(!format!("{back:?}").contains("s3cret"));
+        // Keys win over the URL's parameters; an ADO.NET string works too.
+        let c = from_json(
+            r#"{"url": "Server=tcp:127.0.0.1,1433;User Id=sa;Password=pw", "table": "t2", "connect_timeout": "500ms"}"#,
+        )
+        .map_err(Error::invalid_argument)?;
+        assert_eq!((c.qualified_table(), c.connect_timeout), ("[dbo].[t2]".into(), Duration::from_millis(500)));
+        let c = from_json(r#"{"url": "mssql://sa:pw@h/db?pool_size=2", "pool_size": 3}"#)
+            .map_err(Error::invalid_argument)?;
+        assert_eq!(c.pool_size, 3);
+        Ok(())
+    }
+
+    #[test]
+    fn serde_errors_name_the_key() {
+        let e = from_json(r#"{"url": "mssql://sa:pw@h/db", "tabel": "x"}"#).unwrap_err();
+        assert!(e.contains("tabel"), "{e}");
+        let e = from_json(r#"{"url": "mssql://sa:pw@h/db", "connect_timeout": "soon"}"#).unwrap_err();
+        assert!(e.contains("connect_timeout"), "{e}");
+        let e = from_json(r#"{"url": "mssql://sa:pw@h/db", "table": "a;DROP"}"#).unwrap_err();
+        assert!(e.contains("table"), "{e}");
+        let e = from_json(r#"{"url": "mssql://sa:topsecret@h/db?frob=1"}"#).unwrap_err();
+        assert!(e.contains("frob") && !e.contains("topsecret"), "{e}");
     }
 
     #[test]
