@@ -13,6 +13,23 @@ pg_dir() {
   if [ "$PG_PORT" = 55432 ]; then echo "$STATE/postgres"; else echo "$STATE/postgres-$PG_PORT"; fi
 }
 
+# Where the cluster really lives. The server runs as the `postgres` user, which may not be able to
+# reach a checkout under a private home (/root is 0700): then the cluster goes under /var/tmp and
+# $STATE/postgres is a link to it, so the rest of the tooling finds it at the usual place.
+pg_real_dir() {
+  local dir; dir="$(pg_dir)"
+  if [ -L "$dir" ] || [ "$(id -u)" -ne 0 ]; then readlink -f "$dir"; return; fi
+  mkdir -p "$dir"
+  if runuser -u postgres -- test -x "$dir" 2>/dev/null; then echo "$dir"; return; fi
+  local real
+  real="/var/tmp/leader-servers-$(printf '%s' "$STATE" | md5sum | cut -c1-8)/$(basename "$dir")"
+  mkdir -p "$real"
+  chmod 755 "$(dirname "$real")" "$real"
+  rm -rf "$dir"
+  ln -s "$real" "$dir"
+  echo "$real"
+}
+
 # The newest installed server version's bin folder (Debian keeps each under /usr/lib/postgresql/N).
 pg_bin() {
   local v
@@ -40,6 +57,30 @@ pg_mkdir() {
   if [ "$(id -u)" -eq 0 ]; then install -d -o postgres -g postgres -m 700 "$1"; else install -d -m 700 "$1"; fi
 }
 
+# A throwaway CA and a server certificate for 127.0.0.1/localhost under $dir/tls, so the TLS tests
+# can connect with sslmode=require and that CA as their only root. Made once; skipped (the server
+# then runs without TLS) where openssl is missing.
+pg_tls() {
+  local tls="$1/tls"
+  command -v openssl >/dev/null || return 1
+  if [ ! -f "$tls/server.key" ]; then
+    mkdir -p "$tls"
+    (
+      cd "$tls" &&
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key -out ca.crt \
+          -days 3650 -subj "/CN=leader-test-ca" &&
+        openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout server.key -out server.csr \
+          -subj "/CN=localhost" &&
+        printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >ext &&
+        openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 3650 \
+          -extfile ext
+    ) >"$1/tls.log" 2>&1 || { log "could not make a test certificate (see $1/tls.log); TLS stays off"; rm -rf "$tls"; return 1; }
+  fi
+  # The server refuses a key that others can read.
+  if [ "$(id -u)" -eq 0 ]; then chown postgres:postgres "$tls/server.key" "$tls/server.crt"; fi
+  chmod 600 "$tls/server.key"
+}
+
 pg_ready() {
   local bin; bin="$(pg_bin)" || return 1
   "$bin/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres
@@ -55,9 +96,8 @@ up_postgres() {
   pg_install || return 1
   local bin dir
   bin="$(pg_bin)"
-  dir="$(pg_dir)"
   if pg_ready; then return 0; fi
-  mkdir -p "$dir"
+  dir="$(pg_real_dir)"
   pg_mkdir "$dir/data"
   pg_mkdir "$dir/sock"
   if [ ! -f "$dir/data/PG_VERSION" ]; then
@@ -74,9 +114,13 @@ up_postgres() {
   if [ -f "$dir/data/postmaster.pid" ] && ! pg_as_owner "$bin/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
     rm -f "$dir/data/postmaster.pid"
   fi
-  pg_as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 30 \
-    -o "-p $PG_PORT -k $dir/sock -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300" \
-    start >/dev/null || {
+  local opts="-p $PG_PORT -k $dir/sock -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off"
+  opts="$opts -c full_page_writes=off -c max_connections=300"
+  # TLS is offered, not required: plain connections (the default sslmode=prefer of this crate) work too.
+  if pg_tls "$dir"; then
+    opts="$opts -c ssl=on -c ssl_cert_file=$dir/tls/server.crt -c ssl_key_file=$dir/tls/server.key"
+  fi
+  pg_as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 30 -o "$opts" start >/dev/null || {
     log "postgres did not start; last lines of $dir/server.log:"
     tail -n 20 "$dir/server.log" >&2 || true
     return 1
@@ -87,7 +131,7 @@ up_postgres() {
 down_postgres() {
   local bin dir
   bin="$(pg_bin)" || return 0
-  dir="$(pg_dir)"
+  dir="$(readlink -f "$(pg_dir)")"
   if [ -f "$dir/data/postmaster.pid" ]; then
     # Fast shutdown: a smart one (SIGTERM) waits for every pooled client to leave.
     pg_as_owner "$bin/pg_ctl" -D "$dir/data" -w -t 30 stop -m fast >/dev/null 2>&1 || true
