@@ -330,3 +330,15 @@ async fn stop_on_releases_when_the_signal_fires() {
     assert!(!a.is_leader());
     assert!(memory.current("jobs").await.unwrap().is_none());
 }
+
+#[tokio::test(start_paused = true)]
+async fn stop_releases_the_held_lease_without_an_extra_read() {
+    let (memory, control, store) = stores();
+    let a = election(store, "a");
+    a.wait_for_leadership().await.unwrap();
+    let calls = control.calls.load(std::sync::atomic::Ordering::SeqCst);
+    a.stop().await.unwrap();
+    // release + withdraw, nothing else
+    assert_eq!(control.calls.load(std::sync::atomic::Ordering::SeqCst) - calls, 2);
+    assert!(memory.current("jobs").await.unwrap().is_none());
+}

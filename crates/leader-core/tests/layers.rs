@@ -121,3 +121,18 @@ async fn layers_pass_every_method_on() {
     assert!(store.current("jobs").await.unwrap().is_none());
     store.check_options(&common::options()).unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_call_cut_off_by_the_callers_timeout_counts_as_a_failure() {
+    // A store that hangs instead of failing must still open the breaker under an Election.
+    let (_m, control, store) = common::stores();
+    let breaker = CircuitBreakerLayer::new(2, Duration::from_secs(60));
+    let store = store.layer(breaker.clone());
+    control.set_hang(true);
+    for _ in 0..2 {
+        assert!(tokio::time::timeout(Duration::from_millis(100), store.current("jobs")).await.is_err());
+    }
+    assert!(breaker.is_open(), "two timed-out calls open the circuit");
+    let err = store.current("jobs").await.unwrap_err();
+    assert!(err.to_string().contains("circuit open"));
+}

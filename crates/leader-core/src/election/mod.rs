@@ -209,6 +209,8 @@ impl Election {
     /// so that a follower takes over without waiting for the lease to expire. Also releases a lease
     /// an interrupted acquire may have left in the store.
     pub async fn stop(&self) -> Result<()> {
+        // The driver ends our tenure as it exits; remember it so it is released without a read.
+        let held_before = self.core().tenure();
         let task = lock(&self.handle.task).take();
         if let Some(task) = task {
             let _ = task.stop.send(true);
@@ -218,7 +220,7 @@ impl Election {
         let _op = core.op_lock.lock().await;
         core.status.send_modify(|s| s.stopped = true);
         let mut result = Ok(());
-        let held = match core.tenure() {
+        let held = match core.tenure().or(held_before) {
             Some(t) => {
                 core.end_tenure(&t, ChangeReason::Stopped);
                 Some(t.info())

@@ -107,7 +107,8 @@ pub trait Intercept: Send + Sync + 'static {
         Ok(())
     }
 
-    /// Runs after the call (or after `before` refused it) with its outcome and duration.
+    /// Runs after the call (or after `before` refused it) with its outcome and duration. A call
+    /// whose future was dropped before it finished (the caller's timeout) is reported as failed.
     fn after(&self, _op: Op, _election: &str, _ok: bool, _elapsed: Duration) {}
 
     /// Whether `watch` is passed on; `false` makes the store look push-less (callers poll).
@@ -152,13 +153,33 @@ impl<I: Intercept + ?Sized> Intercepted<I> {
     }
 
     async fn run<T>(&self, op: Op, election: &str, call: impl std::future::Future<Output = Result<T>>) -> Result<T> {
-        let start = Instant::now();
+        // A call the caller cuts off (its operation_timeout) is reported too, as a failure:
+        // otherwise a store that hangs instead of failing would never open a circuit breaker.
+        let mut pending = Pending { hook: &*self.hook, op, election, start: Instant::now(), done: false };
         let result = match self.hook.before(op, election).await {
             Ok(()) => call.await,
             Err(e) => Err(e),
         };
-        self.hook.after(op, election, result.is_ok(), start.elapsed());
+        pending.done = true;
+        self.hook.after(op, election, result.is_ok(), pending.start.elapsed());
         result
+    }
+}
+
+/// Reports a call to `after` as failed if its future is dropped before it finishes.
+struct Pending<'a, I: Intercept + ?Sized> {
+    hook: &'a I,
+    op: Op,
+    election: &'a str,
+    start: Instant,
+    done: bool,
+}
+
+impl<I: Intercept + ?Sized> Drop for Pending<'_, I> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.hook.after(self.op, self.election, false, self.start.elapsed());
+        }
     }
 }
 
