@@ -37,7 +37,10 @@ url_azblob() { echo "azblob://$AZ_ACCOUNT@127.0.0.1:$AZ_PORT/leader-test"; }
 up_azblob() {
   az_install || return 1
   if az_serving; then return 0; fi
-  local dir data; dir="$(az_dir)"
+  local dir data old; dir="$(az_dir)"
+  # A fresh data folder per start; the previous one (kept by restart_azblob) goes.
+  old="$(cat "$dir/data.path" 2>/dev/null || true)"
+  case "$old" in "$dir"/data-*) rm -rf "$old" ;; esac
   data="$dir/data-$(date +%s)-$$"
   mkdir -p "$data"
   # --skipApiVersionCheck: clients may send API versions newer than this Azurite knows;
