@@ -203,8 +203,11 @@ impl Core {
         }
     }
 
+    /// After a release: one lease plus one retry interval, so that a follower that polls (and so
+    /// wakes only at the old lease's expiry, plus jitter) still gets its turn.
     pub(crate) fn abstain(&self) {
-        lock(&self.state).abstain_until = Some(Instant::now() + self.options.lease_duration);
+        lock(&self.state).abstain_until =
+            Some(Instant::now() + self.options.lease_duration + self.options.retry_interval);
     }
 
     /// One acquire attempt (campaign, or refresh of our own lease in manual mode). The caller holds

@@ -180,7 +180,8 @@ impl Election {
     }
 
     /// Hands over now: ends our tenure locally (emitting `Lost`), releases the lease in the store,
-    /// and abstains from campaigning until another participant leads or one lease passes.
+    /// and abstains from campaigning until another participant leads or one lease plus one
+    /// `retry_interval` passes (the extra retry gives a follower that polls its turn).
     pub async fn release(&self) -> Result<()> {
         let core = self.core();
         let _op = core.op_lock.lock().await;
