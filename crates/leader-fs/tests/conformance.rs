@@ -67,6 +67,7 @@ suite!(
     incumbent_stability,
     restart_after_stop,
     graceful_release_takeover,
+    release_hands_over,
     shared_participant_id,
     run_as_leader_exclusive,
     late_release_cannot_touch_successor,

@@ -295,7 +295,7 @@ impl Core {
         tenure
     }
 
-    fn deadline_reason(&self) -> ChangeReason {
+    pub(crate) fn deadline_reason(&self) -> ChangeReason {
         match lock(&self.state).last_error {
             Some(ErrorKind::Unavailable | ErrorKind::Timeout) => ChangeReason::StoreUnavailable,
             _ => ChangeReason::RenewFailed,

@@ -66,7 +66,12 @@ impl Driver {
         self.watch = None;
         tokio::select! {
             _ = sleep_until(self.next_renew) => {}
-            _ = tenure.lost() => return,
+            _ = tenure.lost() => {
+                // End it here rather than wait for the watchdog task: until the tenure is gone
+                // this loop would find it again and spin without yielding.
+                self.core.end_tenure(&tenure, self.core.deadline_reason());
+                return;
+            }
             _ = self.core.wake.notified() => return,
         }
         let core = &self.core;
@@ -80,6 +85,7 @@ impl Driver {
         }
         let _op = core.op_lock.lock().await;
         if !tenure.is_valid() {
+            core.end_tenure(&tenure, core.deadline_reason());
             return;
         }
         let sent = Instant::now();
