@@ -41,7 +41,7 @@ servers-env:
 
 # Latency, handoff and failover for a store URL (default memory://).
 bench STORE="memory://" *ARGS:
-    cargo run --release -p leader-bench -- --store {{STORE}} {{ARGS}}
+    cargo run --release -p leader-bench --features all -- --store {{STORE}} {{ARGS}}
 
 # fmt check, clippy with every feature, docs without warnings.
 lint:
