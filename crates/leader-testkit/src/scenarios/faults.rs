@@ -397,7 +397,12 @@ pub async fn slow_store_above_timeout(provider: Arc<dyn Provider>) -> ScenarioRe
         // acquire can leave a lease the old leader does not know it has, refreshed by its later
         // retries): only once the link heals and the old leader stops is the follower sure to lead.
         cut.heal();
-        a.stop().await?;
+        // Right after the link heals, stop()'s release may itself time out while the client
+        // reconnects; it still ends the tenure locally and the lease then expires, which the
+        // takeover bound (the crash bound) allows for.
+        if let Err(e) = a.stop().await {
+            eprintln!("leader-testkit: slow_store_above_timeout: the old leader's release failed ({e}); waiting out its lease");
+        }
         lead_within(&b, ctx.takeover_bound()).await?;
         rec.check()
     }
