@@ -59,7 +59,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!("uncontended acquire on {url}, {n} samples each, interleaved (µs)");
     println!("{:<26} {:>8} {:>8} {:>8}", "", "p50", "p90", "p99");
-    let rows = [("leader-redis try_acquire", &mut ours), ("raw acquire script", &mut raw), ("rslock 0.10 lock", &mut theirs)];
+    let rows =
+        [("leader-redis try_acquire", &mut ours), ("raw acquire script", &mut raw), ("rslock 0.10 lock", &mut theirs)];
     let mut p50 = Vec::new();
     for (name, v) in rows {
         v.sort();
