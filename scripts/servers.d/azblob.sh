@@ -13,12 +13,14 @@ az_bin() { echo "$(az_tools)/node_modules/.bin/azurite-blob"; }
 
 # Installs Azurite 3 from npm (~25 s, ~190 MB) unless it is already there.
 az_install() {
-  [ -x "$(az_bin)" ] && return 0
+  # An interrupted install leaves a tree that npm reports as broken: start that one afresh.
+  if [ -x "$(az_bin)" ] && npm ls --prefix "$(az_tools)" --all >/dev/null 2>&1; then return 0; fi
   command -v npm >/dev/null || die "npm is needed to install Azurite (apt-get install nodejs npm)"
   log "installing azurite@3 (npm) into $(az_tools)"
+  rm -rf "$(az_tools)"
   mkdir -p "$(az_tools)"
   (cd "$(az_tools)" && npm install --no-audit --no-fund --loglevel=error azurite@3 >&2) || return 1
-  [ -x "$(az_bin)" ]
+  [ -x "$(az_bin)" ] && npm ls --prefix "$(az_tools)" --all >/dev/null 2>&1
 }
 
 # An unsigned request is refused with 403 once the blob service serves.
