@@ -51,6 +51,14 @@ pub trait Provider: Send + Sync + 'static {
     async fn store_at(&self, _addr: SocketAddr) -> Option<Result<Arc<dyn LeaseStore>>> {
         None
     }
+
+    /// Whether the store frees a lease the moment its holder's handle is gone (the kernel drops a
+    /// dead process's `flock`). Such a store may hand over *before* the dead lease could have
+    /// expired, which is safe (a holder that is gone cannot act), so the crash scenarios skip
+    /// that one check for it; they still check the crash bound and that no tenures overlap.
+    fn frees_lease_when_holder_exits(&self) -> bool {
+        false
+    }
 }
 
 /// The test URL of provider `name` from `LEADER_TEST_<NAME>_URL`.
@@ -169,5 +177,8 @@ impl Provider for LayeredProvider {
     }
     async fn store_at(&self, addr: SocketAddr) -> Option<Result<Arc<dyn LeaseStore>>> {
         Some(self.inner.store_at(addr).await?.map(pass_through))
+    }
+    fn frees_lease_when_holder_exits(&self) -> bool {
+        self.inner.frees_lease_when_holder_exits()
     }
 }
