@@ -147,7 +147,8 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// Connects (for URL and `Config` sources), subscribes to the store's channel, and returns the store.
+    /// Connects (for URL and `Config` sources) and the subscriber connection (which subscribes to
+    /// the store's channel while a `watch` stream exists), and returns the store.
     pub async fn build(mut self) -> Result<RedisStore> {
         let source = std::mem::replace(&mut self.source, Source::Url(String::new()));
         let source = match source {

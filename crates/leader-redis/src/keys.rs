@@ -1,9 +1,9 @@
 //! Key layout: which Redis keys and channel one store uses, and the rules for its key prefix.
 //!
 //! For key prefix `P` and election `E`:
-//! - `P:{E}:lease`  hash: `i` instance, `p` participant, `t` token, `a` acquired at (µs), `m` metadata
-//!   (JSON); PX expiry set by the server.
-//! - `P:{E}:token`  the election's token counter (never expires).
+//! - `P:{E}:lease`  string: `instance \n token \n participant \n acquired_at_us \n metadata_json`,
+//!   written with `SET ... PX` so it expires by the server's clock.
+//! - `P:{E}:token`  the election's last token (never expires).
 //! - `P:epoch`      the quarantine marker (see the crate docs); on Redis Cluster one per hash slot,
 //!   `P:{tag}:epoch` with a tag that hashes to the election's slot, so a script names only keys of one slot.
 //! - channel `P:events`: the acquire, release and metadata scripts publish the election name here.

@@ -37,5 +37,6 @@ pub async fn connect(url: &str) -> Result<Arc<dyn LeaseStore>> {
 /// on the same client).
 pub async fn connect_with_floor(url: &str) -> Result<(Arc<dyn LeaseStore>, Arc<dyn RawFloor>)> {
     let store = RedisStore::connect(url).await?;
-    Ok((Arc::new(store.clone()), Arc::new(floor::RedisFloor { store })))
+    let floor = store.raw_floor();
+    Ok((Arc::new(store), floor))
 }

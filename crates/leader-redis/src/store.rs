@@ -8,8 +8,8 @@ use fred::interfaces::{ClientLike, ServerInterface};
 use fred::prelude::Config;
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use leader_core::{
-    async_trait, validate_election_name, validate_prefix, Acquire, AcquireRequest, Capabilities, ElectionOptions,
-    Error, LeaderInfo, Lease, LeaseStore, Metadata, Result,
+    async_trait, validate_election_name, validate_participant_id, validate_prefix, Acquire, AcquireRequest,
+    Capabilities, ElectionOptions, Error, LeaderInfo, Lease, LeaseStore, Metadata, Result,
 };
 
 use crate::builder::RedisStoreBuilder;
@@ -132,8 +132,11 @@ impl RedisStore {
         self.inner.keys.prefix()
     }
 
-    /// The hash holding `election`'s lease (fields `i` instance, `p` participant, `t` token,
-    /// `a` acquired at in µs, `m` metadata as JSON).
+    /// The string key holding `election`'s lease while it is held: `instance \n token \n
+    /// participant \n acquired_at_us \n metadata_json`, with the lease's expiry as its `PX`.
+    ///
+    /// A fenced write in your own script can compare the token there with the one the leader
+    /// passes: `string.match(redis.call('GET', KEYS[1]) or '', '^[^\n]*\n(%d+)\n')`.
     pub fn lease_key(&self, election: &str) -> String {
         self.inner.keys.lease(election)
     }
@@ -148,6 +151,11 @@ impl RedisStore {
         self.inner.quarantine
     }
 
+    /// The acquire script alone on this store's client, for `leader-bench`'s floor column.
+    pub fn raw_floor(&self) -> Arc<dyn leader_core::RawFloor> {
+        Arc::new(crate::floor::RedisFloor { store: self.clone() })
+    }
+
     /// The longest lease this store accepts.
     pub fn max_lease(&self) -> Duration {
         self.inner.max_lease
@@ -155,6 +163,8 @@ impl RedisStore {
 
     pub(crate) fn acquire_args(&self, req: &AcquireRequest) -> Result<(Vec<String>, Vec<String>)> {
         validate_election_name(&req.election)?;
+        validate_participant_id(&req.participant_id)?;
+        validate_instance_id(&req.instance_id)?;
         let ttl = self.ttl_ms(req.ttl)?;
         let keys = &self.inner.keys;
         let metadata = encode_metadata(&req.metadata)?;
@@ -229,6 +239,21 @@ impl RedisStore {
     }
 }
 
+/// Instance ids become the first line of the lease value: 1-256 bytes, no control characters.
+fn validate_instance_id(id: &str) -> Result<()> {
+    if id.is_empty() || id.len() > 256 || id.chars().any(char::is_control) {
+        return Err(Error::invalid_argument(format!(
+            "instance id {id:?} must be 1-256 bytes without control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// What the renew, release and metadata scripts compare the lease value's start with.
+fn owner(lease: &Lease) -> String {
+    format!("{}\n{}\n", lease.instance_id, lease.token.get())
+}
+
 fn encode_metadata(metadata: &Metadata) -> Result<String> {
     serde_json::to_string(metadata).map_err(|e| Error::invalid_argument(format!("metadata cannot be encoded: {e}")))
 }
@@ -264,14 +289,8 @@ impl LeaseStore for RedisStore {
     async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>> {
         let ttl = self.ttl_ms(ttl)?;
         let client = self.client();
-        let fields: Vec<String> = scripts()
-            .renew
-            .run(
-                client,
-                vec![self.inner.keys.lease(&lease.election)],
-                vec![lease.instance_id.clone(), lease.token.get().to_string(), ttl],
-            )
-            .await?;
+        let fields: Vec<String> =
+            scripts().renew.run(client, vec![self.inner.keys.lease(&lease.election)], vec![owner(lease), ttl]).await?;
         match parse(&lease.election, fields)? {
             Reply::Ours(Some(renewed)) => {
                 self.wait_for_replicas(client).await?;
@@ -289,12 +308,7 @@ impl LeaseStore for RedisStore {
             .run(
                 self.client(),
                 vec![keys.lease(&lease.election)],
-                vec![
-                    lease.instance_id.clone(),
-                    lease.token.get().to_string(),
-                    keys.channel().to_owned(),
-                    lease.election.clone(),
-                ],
+                vec![owner(lease), keys.channel().to_owned(), lease.election.clone()],
             )
             .await?;
         match parse(&lease.election, fields)? {
@@ -311,13 +325,7 @@ impl LeaseStore for RedisStore {
             .run(
                 self.client(),
                 vec![keys.lease(&lease.election)],
-                vec![
-                    lease.instance_id.clone(),
-                    lease.token.get().to_string(),
-                    encode_metadata(metadata)?,
-                    keys.channel().to_owned(),
-                    lease.election.clone(),
-                ],
+                vec![owner(lease), encode_metadata(metadata)?, keys.channel().to_owned(), lease.election.clone()],
             )
             .await?;
         match parse(&lease.election, fields)? {

@@ -1,10 +1,19 @@
-//! Push handoff: one subscriber connection per store, subscribed to the store's channel, shared by
-//! every watch stream of that store. The scripts publish the election name on release, takeover
-//! and metadata change; each watch stream keeps the messages for its own election.
+//! Push handoff: one subscriber connection per store, shared by every watch stream of that store.
+//! The scripts publish the election name on release, takeover and metadata change; each watch
+//! stream keeps the messages for its own election.
+//!
+//! The channel is subscribed only while some watch stream exists: a process that only leads (or
+//! only uses the store for its own commands) is not woken by every acquire and release under the
+//! key prefix, its own included. A stream made while the channel is not subscribed asks for the
+//! subscription and yields once when it is in place, so its follower looks again after anything
+//! published before then.
 //!
 //! A watch stream ends when the subscriber connection drops or reconnects (messages published in
 //! between are lost): the driver then polls and calls `watch` again, which answers `None` until the
-//! channel is subscribed again.
+//! connection is back.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use fred::clients::SubscriberClient;
 use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
@@ -15,10 +24,14 @@ use tokio::task::JoinHandle;
 use crate::error::from_fred;
 use leader_core::Result;
 
-/// Whether the channel is subscribed now; `generation` grows each time the connection drops.
+/// How long to wait before asking again after a failed SUBSCRIBE or UNSUBSCRIBE.
+const RETRY: Duration = Duration::from_millis(200);
+
+/// The subscriber connection as watch streams see it; `generation` grows each time it drops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct State {
-    up: bool,
+    connected: bool,
+    subscribed: bool,
     generation: u64,
 }
 
@@ -26,84 +39,140 @@ pub(crate) struct Subscriber {
     client: SubscriberClient,
     channel: String,
     state: watch::Sender<State>,
+    /// How many watch streams exist; the task subscribes while this is above zero.
+    watchers: Arc<watch::Sender<usize>>,
     task: JoinHandle<()>,
 }
 
+/// Counts one watch stream while it lives.
+struct Watcher(Arc<watch::Sender<usize>>);
+
+impl Watcher {
+    fn new(watchers: &Arc<watch::Sender<usize>>) -> Self {
+        watchers.send_modify(|n| *n += 1);
+        Watcher(watchers.clone())
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
 impl Subscriber {
-    /// Connects `client` (not yet initialised) and subscribes to `channel`.
+    /// Connects `client` (not yet initialised); the channel is subscribed on the first watch.
     pub(crate) async fn start(client: SubscriberClient, channel: String) -> Result<Self> {
-        // Listen for connection events before subscribing, so none falls in between.
+        // Listen for connection events before connecting, so none falls in between.
         let mut reconnects = client.reconnect_rx();
         let mut errors = client.error_rx();
         let mut unresponsive = client.unresponsive_rx();
         client.init().await.map_err(from_fred)?;
-        if let Err(e) = client.subscribe(channel.as_str()).await {
-            let _ = client.quit().await;
-            return Err(from_fred(e));
-        }
-        let state = watch::Sender::new(State { up: true, generation: 0 });
+        // fred announces the first connection as a reconnect too; that one is not news.
+        while reconnects.try_recv().is_ok() {}
+        let state = watch::Sender::new(State { connected: true, subscribed: false, generation: 0 });
+        let watchers = Arc::new(watch::Sender::new(0usize));
         let task = {
             let (client, channel, state) = (client.clone(), channel.clone(), state.clone());
+            let mut wanted = watchers.subscribe();
             tokio::spawn(async move {
-                let down = || state.send_modify(|s| *s = State { up: false, generation: s.generation + 1 });
+                let mut retry_at: Option<tokio::time::Instant> = None;
                 loop {
+                    // Bring the subscription in line with whether anyone watches.
+                    let want = *wanted.borrow_and_update() > 0;
+                    let now = *state.borrow();
+                    if now.connected && want != now.subscribed && retry_at.is_none() {
+                        if want {
+                            match client.subscribe(channel.as_str()).await {
+                                Ok(()) => state.send_modify(|s| s.subscribed = s.connected),
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "redis: subscribing to {channel} failed; followers poll");
+                                    retry_at = Some(tokio::time::Instant::now() + RETRY);
+                                }
+                            }
+                        } else {
+                            // Streams see `subscribed` fall before the UNSUBSCRIBE goes out.
+                            state.send_modify(|s| s.subscribed = false);
+                            if let Err(e) = client.unsubscribe(channel.as_str()).await {
+                                tracing::debug!(error = %e, "redis: unsubscribing from {channel} failed");
+                            }
+                        }
+                        continue;
+                    }
+                    let down = |connected: bool| {
+                        state.send_modify(|s| *s = State { connected, subscribed: false, generation: s.generation + 1 })
+                    };
                     tokio::select! {
+                        changed = wanted.changed() => if changed.is_err() { break },
+                        _ = tokio::time::sleep_until(retry_at.unwrap_or_else(tokio::time::Instant::now)), if retry_at.is_some() => {
+                            retry_at = None;
+                        }
                         event = reconnects.recv() => {
                             if matches!(event, Err(broadcast::error::RecvError::Closed)) { break; }
-                            down();
-                            match client.subscribe(channel.as_str()).await {
-                                Ok(()) => state.send_modify(|s| s.up = true),
-                                Err(e) => tracing::warn!(error = %e, "redis: resubscribing to {channel} failed; followers poll"),
-                            }
+                            // A new connection has no subscriptions: the loop subscribes again.
+                            down(true);
+                            retry_at = None;
                         }
                         event = errors.recv() => {
                             if matches!(event, Err(broadcast::error::RecvError::Closed)) { break; }
-                            down();
+                            down(false);
                         }
                         event = unresponsive.recv() => {
                             if matches!(event, Err(broadcast::error::RecvError::Closed)) { break; }
-                            down();
+                            down(false);
                         }
                     }
                 }
             })
         };
-        Ok(Subscriber { client, channel, state, task })
+        Ok(Subscriber { client, channel, state, watchers, task })
     }
 
-    /// A stream that yields each time a script publishes `election`; `None` while the channel is
-    /// not subscribed.
+    /// A stream that yields each time a script publishes `election` (and once when a subscription
+    /// it had to wait for is in place); `None` while the connection is down.
     pub(crate) fn watch(&self, election: &str) -> Option<BoxStream<'static, ()>> {
         let mut state = self.state.subscribe();
         let start = *state.borrow_and_update();
-        if !start.up {
+        if !start.connected {
             return None;
         }
+        // The receiver exists before the subscription is asked for, so nothing published after it
+        // is in place can be missed.
         let messages = self.client.message_rx();
+        let watcher = Watcher::new(&self.watchers);
         let channel = self.channel.clone();
         let election = election.to_owned();
         Some(
-            stream::unfold((messages, state), move |(mut messages, mut state)| {
+            stream::unfold((messages, state, watcher, false), move |(mut messages, mut state, watcher, mut owed)| {
                 let (channel, election) = (channel.clone(), election.clone());
                 async move {
                     loop {
+                        let now = *state.borrow_and_update();
+                        if now.generation != start.generation || !now.connected {
+                            return None;
+                        }
+                        if !now.subscribed {
+                            // Anything published until the subscription is in place is missed:
+                            // owe the follower one wake-up to look again then.
+                            owed = true;
+                            state.changed().await.ok()?;
+                            continue;
+                        }
+                        if owed {
+                            return Some(((), (messages, state, watcher, false)));
+                        }
                         tokio::select! {
                             message = messages.recv() => match message {
                                 Ok(m) => {
                                     if m.channel == channel.as_str() && m.value.as_str().is_some_and(|v| v == election.as_str()) {
-                                        return Some(((), (messages, state)));
+                                        return Some(((), (messages, state, watcher, false)));
                                     }
                                 }
                                 // Missed messages may include ours: wake the follower to look.
-                                Err(broadcast::error::RecvError::Lagged(_)) => return Some(((), (messages, state))),
+                                Err(broadcast::error::RecvError::Lagged(_)) => return Some(((), (messages, state, watcher, false))),
                                 Err(broadcast::error::RecvError::Closed) => return None,
                             },
-                            changed = state.changed() => {
-                                changed.ok()?;
-                                if *state.borrow_and_update() != start {
-                                    return None;
-                                }
-                            }
+                            changed = state.changed() => changed.ok()?,
                         }
                     }
                 }

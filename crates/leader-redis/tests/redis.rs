@@ -192,6 +192,96 @@ async fn bad_configuration_is_invalid_argument() {
 }
 
 #[tokio::test]
+async fn ids_that_would_break_the_lease_value_are_refused() {
+    let Some(url) = shared_url() else { return };
+    let store = store(&url, &prefix("ids")).await;
+    let name = election("ids");
+    let mut bad = req(&name, "a");
+    bad.instance_id = "a\nb".to_owned();
+    let err = store.try_acquire(&bad).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+    assert!(err.to_string().contains("instance id"), "{err}");
+    let mut bad = req(&name, "a");
+    bad.participant_id = "a\nb".to_owned();
+    assert_eq!(store.try_acquire(&bad).await.unwrap_err().kind(), ErrorKind::InvalidArgument);
+    // Nothing was written.
+    assert!(store.current(&name).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn lease_value_layout_serves_fenced_writes() {
+    let Some(url) = shared_url() else { return };
+    let store = store(&url, &prefix("layout")).await;
+    let name = election("layout");
+    let mut r = req(&name, "writer one");
+    r.metadata = Metadata::from([("k".to_owned(), "v\twith tab".to_owned())]);
+    let lease = acquired(store.try_acquire(&r).await.unwrap());
+    let client = store.client();
+    let raw: String = client.get(store.lease_key(&name)).await.unwrap();
+    let lines: Vec<&str> = raw.splitn(5, '\n').collect();
+    assert_eq!(lines[0], "writer one-instance");
+    assert_eq!(lines[1], lease.token.get().to_string());
+    assert_eq!(lines[2], "writer one");
+    assert_eq!(serde_json::from_str::<Metadata>(lines[4]).unwrap(), r.metadata);
+    // The snippet the docs of `lease_key` give for a fenced write reads the same token.
+    let token: String = client
+        .eval(
+            "return string.match(redis.call('GET', KEYS[1]) or '', '^[^\\n]*\\n(%d+)\\n')",
+            vec![store.lease_key(&name)],
+            Vec::<String>::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(token, lease.token.get().to_string());
+    // The key expires with the lease, by the server's clock.
+    let pttl: i64 = client.pttl(store.lease_key(&name)).await.unwrap();
+    assert!(pttl > 0 && pttl <= LEASE.as_millis() as i64, "{pttl}");
+    store.release(&lease).await.unwrap();
+}
+
+/// `PUBSUB NUMSUB` of the store's channel.
+async fn subscribers(client: &Client, channel: &str) -> i64 {
+    let counts: Vec<(String, i64)> = client.pubsub_numsub(channel).await.unwrap();
+    counts.first().map_or(0, |(_, n)| *n)
+}
+
+#[tokio::test]
+async fn the_channel_is_subscribed_only_while_someone_watches() {
+    let Some(url) = shared_url() else { return };
+    let key_prefix = prefix("lazy");
+    let leader = store(&url, &key_prefix).await;
+    let follower = store(&url, &key_prefix).await;
+    let admin = leader.client().clone();
+    let channel = leader.channel().to_owned();
+    let name = election("lazy");
+    // A leader alone is not subscribed: its own publishes wake nobody.
+    let a = acquired(leader.try_acquire(&req(&name, "a")).await.unwrap());
+    assert_eq!(subscribers(&admin, &channel).await, 0);
+    // The first watch subscribes, and yields once when the subscription is in place.
+    let mut first = follower.watch(&name, None).expect("push is on");
+    tokio::time::timeout(Duration::from_secs(2), first.next()).await.expect("subscribed").unwrap();
+    assert_eq!(subscribers(&admin, &channel).await, 1);
+    // A second watch shares the subscription and is live at once.
+    let mut second = follower.watch(&name, None).expect("push is on");
+    drop(first);
+    leader.release(&a).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(2), second.next()).await.expect("woken by the release").unwrap();
+    assert_eq!(subscribers(&admin, &channel).await, 1);
+    // When the last watch goes, so does the subscription.
+    drop(second);
+    eventually(Duration::from_secs(5), "unsubscribed", || {
+        let (admin, channel) = (admin.clone(), channel.clone());
+        async move { subscribers(&admin, &channel).await == 0 }
+    })
+    .await;
+    // And a new watch subscribes again.
+    let mut third = follower.watch(&name, None).expect("push is on");
+    tokio::time::timeout(Duration::from_secs(2), third.next()).await.expect("subscribed again").unwrap();
+    acquired(leader.try_acquire(&req(&name, "a")).await.unwrap());
+    tokio::time::timeout(Duration::from_secs(2), third.next()).await.expect("woken by the takeover").unwrap();
+}
+
+#[tokio::test]
 async fn sixteen_concurrent_acquirers_one_winner() {
     let Some(url) = shared_url() else { return };
     let key_prefix = prefix("sixteen");
@@ -250,6 +340,8 @@ async fn release_wakes_a_watcher_at_once() {
     let a = acquired(leader.try_acquire(&req(&name, "a")).await.unwrap());
     let o = acquired(leader.try_acquire(&req(&other, "a")).await.unwrap());
     let mut watch = follower.watch(&name, None).expect("push is on");
+    // The first watch subscribes the store's channel and yields once when that is in place.
+    tokio::time::timeout(Duration::from_secs(2), watch.next()).await.expect("subscribed").expect("stream open");
     // A change to another election does not wake this watch.
     leader.release(&o).await.unwrap();
     assert!(tokio::time::timeout(Duration::from_millis(200), watch.next()).await.is_err());
@@ -403,6 +495,8 @@ async fn client_kill_of_the_subscriber_ends_the_watch_and_it_comes_back() {
     let follower = RedisStore::builder(&redis.url()).quarantine(Duration::ZERO).build().await.unwrap();
     let name = election("killsub");
     let mut watch = follower.watch(&name, None).expect("push is on");
+    // The channel is subscribed on the first watch, which yields once when it is in place.
+    tokio::time::timeout(Duration::from_secs(5), watch.next()).await.expect("subscribed").expect("stream open");
     assert!(kill(&admin, ClientKillType::Pubsub).await >= 1);
     // The stream ends: the push channel is down and the caller polls.
     let end = tokio::time::timeout(Duration::from_secs(10), watch.next()).await.expect("stream ends");
@@ -416,6 +510,7 @@ async fn client_kill_of_the_subscriber_ends_the_watch_and_it_comes_back() {
     })
     .await;
     let mut watch = watch.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), watch.next()).await.expect("subscribed again").unwrap();
     let a = acquired(leader.try_acquire(&req(&name, "a")).await.unwrap());
     tokio::time::timeout(Duration::from_secs(2), watch.next()).await.expect("woken after resubscribe").unwrap();
     leader.release(&a).await.unwrap();
