@@ -50,8 +50,8 @@ pub use shutdown::shutdown_signal;
 pub use store::{Acquire, AcquireRequest, Capabilities, DynLeaseStore, LeaseStore};
 pub use stream_ext::{Debounce, DistinctUntilChanged, Kinds, LeadershipStreamExt, TakeUntilLeader, WhileLeader};
 pub use validate::{
-    validate_election_name, validate_metadata, validate_participant_id, validate_prefix, MAX_ELECTION_NAME,
-    MAX_METADATA_ENTRIES, MAX_METADATA_KEY, MAX_METADATA_VALUE, MAX_PARTICIPANT_ID,
+    validate_election_name, validate_instance_id, validate_metadata, validate_participant_id, validate_prefix,
+    MAX_ELECTION_NAME, MAX_INSTANCE_ID, MAX_METADATA_ENTRIES, MAX_METADATA_KEY, MAX_METADATA_VALUE, MAX_PARTICIPANT_ID,
 };
 
 /// Re-exported for providers: implement [`LeaseStore`] with `#[leader_core::async_trait]`.

@@ -1,4 +1,4 @@
-//! The input rules every provider shares: election names, participant ids, metadata.
+//! The input rules every provider shares: election names, participant and instance ids, metadata.
 //!
 //! The rules are chosen so that every store can hold the value as it is (a ZooKeeper node name, an
 //! Azure blob name, a Redis key, a SQL value, a Consul key) without escaping.
@@ -9,6 +9,8 @@ use crate::{Error, Metadata, Result};
 pub const MAX_ELECTION_NAME: usize = 128;
 /// Longest participant id, in bytes.
 pub const MAX_PARTICIPANT_ID: usize = 256;
+/// Longest instance id, in bytes (the core makes UUIDs of 36).
+pub const MAX_INSTANCE_ID: usize = 256;
 /// Longest metadata key, in bytes.
 pub const MAX_METADATA_KEY: usize = 128;
 /// Longest metadata value, in bytes.
@@ -61,6 +63,25 @@ pub fn validate_participant_id(id: &str) -> Result<()> {
     if id.chars().any(char::is_control) || id.trim() != id {
         return Err(Error::invalid_argument(format!(
             "participant id {id:?} has control characters or leading/trailing whitespace"
+        )));
+    }
+    Ok(())
+}
+
+/// An instance id (what [`AcquireRequest::instance_id`](crate::AcquireRequest) carries; the core
+/// makes a UUID per `Election`) is 1-256 bytes without control characters, so a store may keep it
+/// on one line of a record.
+///
+/// ```
+/// use leader_core::validate_instance_id;
+/// assert!(validate_instance_id("0b8e1c9e-6a8e-4b7c-9d55-0d0e4f1b2a3c").is_ok());
+/// assert!(validate_instance_id("a\nb").is_err());
+/// ```
+pub fn validate_instance_id(id: &str) -> Result<()> {
+    if id.is_empty() || id.len() > MAX_INSTANCE_ID || id.chars().any(char::is_control) {
+        return Err(Error::invalid_argument(format!(
+            "instance id {:?} must be 1-{MAX_INSTANCE_ID} bytes without control characters",
+            truncate(id)
         )));
     }
     Ok(())

@@ -19,7 +19,7 @@
 use std::sync::OnceLock;
 
 use fred::interfaces::LuaInterface;
-use fred::prelude::{Client, FromValue};
+use fred::prelude::{Client, FromValue, Key, Value};
 use fred::types::scripts::Script;
 
 use crate::error::from_fred;
@@ -129,6 +129,10 @@ impl LuaScript {
 
     /// Runs the script: `EVALSHA`, and `EVAL` if the server does not know the script.
     pub(crate) async fn run<R: FromValue>(&self, client: &Client, keys: Vec<String>, args: Vec<String>) -> Result<R> {
+        // Moved into shared byte buffers once, so the copies kept for the `NOSCRIPT` retry only
+        // bump reference counts.
+        let keys: Vec<Key> = keys.into_iter().map(Key::from).collect();
+        let args: Vec<Value> = args.into_iter().map(Value::from).collect();
         match client.evalsha::<R, _, _, _>(self.sha.as_str(), keys.clone(), args.clone()).await {
             Err(e) if e.details().starts_with("NOSCRIPT") => {
                 tracing::debug!("script cache empty (server restart or SCRIPT FLUSH): EVAL");

@@ -8,8 +8,8 @@ use fred::interfaces::{ClientLike, ServerInterface};
 use fred::prelude::Config;
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use leader_core::{
-    async_trait, validate_election_name, validate_participant_id, validate_prefix, Acquire, AcquireRequest,
-    Capabilities, ElectionOptions, Error, LeaderInfo, Lease, LeaseStore, Metadata, Result,
+    async_trait, validate_election_name, validate_instance_id, validate_participant_id, validate_prefix, Acquire,
+    AcquireRequest, Capabilities, ElectionOptions, Error, LeaderInfo, Lease, LeaseStore, Metadata, Result,
 };
 
 use crate::builder::RedisStoreBuilder;
@@ -237,16 +237,6 @@ impl RedisStore {
         names.dedup();
         Ok(names)
     }
-}
-
-/// Instance ids become the first line of the lease value: 1-256 bytes, no control characters.
-fn validate_instance_id(id: &str) -> Result<()> {
-    if id.is_empty() || id.len() > 256 || id.chars().any(char::is_control) {
-        return Err(Error::invalid_argument(format!(
-            "instance id {id:?} must be 1-256 bytes without control characters"
-        )));
-    }
-    Ok(())
 }
 
 /// What the renew, release and metadata scripts compare the lease value's start with.
