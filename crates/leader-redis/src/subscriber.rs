@@ -83,7 +83,7 @@ impl Subscriber {
                     let now = *state.borrow();
                     if now.connected && want != now.subscribed && retry_at.is_none() {
                         if want {
-                            match client.subscribe(channel.as_str()).await {
+                            match subscribe(&client, &channel).await {
                                 Ok(()) => state.send_modify(|s| s.subscribed = s.connected),
                                 Err(e) => {
                                     tracing::warn!(error = %e, "redis: subscribing to {channel} failed; followers poll");
@@ -185,6 +185,15 @@ impl Subscriber {
     pub(crate) fn client(&self) -> &SubscriberClient {
         &self.client
     }
+}
+
+/// `SUBSCRIBE`, returning once the server has applied it. fred resolves `subscribe` when the
+/// command is written (its confirmation arrives out of band), so a `PING` on the same connection,
+/// answered in order, is what says the subscription is in place.
+async fn subscribe(client: &SubscriberClient, channel: &str) -> Result<(), fred::error::Error> {
+    client.subscribe(channel).await?;
+    let _: fred::types::Value = client.ping(None).await?;
+    Ok(())
 }
 
 impl Drop for Subscriber {
