@@ -373,6 +373,9 @@ fn humanize(d: Duration) -> String {
 
 #[async_trait]
 impl LeaseStore for AzureBlobStore {
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
     async fn try_acquire(&self, req: &AcquireRequest) -> Result<Acquire> {
         validate_election_name(&req.election)?;
         validate_metadata(&req.metadata)?;
@@ -532,7 +535,7 @@ mod tests {
     fn token(a: Acquire) -> u64 {
         match a {
             Acquire::Acquired(l) => l.token.get(),
-            Acquire::Held(h) => panic!("expected Acquired, got Held({h:?})"),
+            other => panic!("expected Acquired, got {other:?}"),
         }
     }
 

@@ -61,7 +61,7 @@ fn request(election: &str, participant: &str) -> AcquireRequest {
 fn acquired(a: Acquire) -> leader_core::Lease {
     match a {
         Acquire::Acquired(lease) => lease,
-        Acquire::Held(h) => panic!("expected Acquired, got Held({h:?})"),
+        other => panic!("expected Acquired, got {other:?}"),
     }
 }
 

@@ -245,6 +245,9 @@ fn check_ttl(ttl: Duration) -> Result<()> {
 
 #[async_trait]
 impl LeaseStore for ConsulStore {
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
     async fn try_acquire(&self, req: &AcquireRequest) -> Result<Acquire> {
         validate_election_name(&req.election)?;
         validate_participant_id(&req.participant_id)?;

@@ -40,14 +40,14 @@ mod stream_ext;
 mod validate;
 
 pub use change::{ChangeKind, ChangeKinds, ChangeReason, LeadershipChange, LeadershipChanges};
-pub use election::{default_participant_id, Election, ElectionBuilder, HealthReport, Leadership};
+pub use election::{default_participant_id, Election, ElectionBuilder, HealthReport, Leadership, RefusedReport};
 pub use error::{BoxError, Error, ErrorKind, Result};
 pub use floor::RawFloor;
 pub use lease::{FencingToken, LeaderInfo, Lease, LeaseHandle, Metadata};
 pub use observe::observe;
 pub use options::{ElectionOptions, DEFAULT_EVENT_BUFFER, DEFAULT_LEASE};
 pub use shutdown::shutdown_signal;
-pub use store::{Acquire, AcquireRequest, Capabilities, DynLeaseStore, LeaseStore};
+pub use store::{Acquire, AcquireRequest, Capabilities, DynLeaseStore, LeaseStore, Refusal};
 pub use stream_ext::{Debounce, DistinctUntilChanged, Kinds, LeadershipStreamExt, TakeUntilLeader, WhileLeader};
 pub use validate::{
     validate_election_name, validate_instance_id, validate_metadata, validate_participant_id, validate_prefix,

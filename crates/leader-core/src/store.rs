@@ -1,5 +1,6 @@
 //! The [`LeaseStore`] trait every provider implements, and what it takes and returns.
 
+use std::any::Any;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +32,44 @@ pub enum Acquire {
     Acquired(Lease),
     /// Another instance holds it: who, if the store says.
     Held(Option<LeaderInfo>),
+    /// Nobody holds it, but the store refuses to elect anyone for now (Redis after a server
+    /// restart it cannot rule out having lost a lease, for example). The election shows the
+    /// refusal in [`HealthReport::refused`](crate::HealthReport::refused) and in its tracing, and
+    /// tries again when it ends.
+    Refused(Refusal),
+}
+
+/// Why a store refuses to elect anyone for now, and for how long: [`Acquire::Refused`].
+///
+/// ```
+/// use std::time::Duration;
+/// use leader_core::Refusal;
+/// let r = Refusal::new("the server restarted; a lease from before may still be held")
+///     .retry_in(Duration::from_secs(3));
+/// assert_eq!(r.retry_in, Some(Duration::from_secs(3)));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Refusal {
+    /// What the store waits for, in words a user can act on (names the setting or event).
+    pub reason: String,
+    /// How long until the store elects again, as the store computed it when it answered (`None`:
+    /// it cannot say; the election retries every `retry_interval`).
+    pub retry_in: Option<Duration>,
+}
+
+impl Refusal {
+    /// A refusal for `reason`, with no known end.
+    pub fn new(reason: impl Into<String>) -> Self {
+        Refusal { reason: reason.into(), retry_in: None }
+    }
+
+    /// Sets how long until the store elects again.
+    #[must_use]
+    pub fn retry_in(mut self, retry_in: Duration) -> Self {
+        self.retry_in = Some(retry_in);
+        self
+    }
 }
 
 /// What a provider can do. Declared per provider; drives which conformance scenarios apply and what
@@ -138,6 +177,45 @@ pub trait LeaseStore: Send + Sync + 'static {
     /// Refuses options outside the store's limits (Azure 15-60 s leases, Consul TTL >= 10 s,
     /// ZooKeeper session bounds) with [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument).
     fn check_options(&self, options: &ElectionOptions) -> Result<()>;
+
+    /// This store as [`Any`], so that [`downcast_ref`](trait.LeaseStore.html#method.downcast_ref)
+    /// can reach the provider's own type. Providers return `Some(self)`; the default `None` makes
+    /// the store opaque.
+    fn as_any(&self) -> Option<&dyn Any> {
+        None
+    }
+
+    /// The store this one wraps, for layers (`None` for a provider's own store), so that
+    /// [`downcast_ref`](trait.LeaseStore.html#method.downcast_ref) sees through layers.
+    fn inner_store(&self) -> Option<&dyn LeaseStore> {
+        None
+    }
+}
+
+impl dyn LeaseStore {
+    /// The provider's own store type behind an `Arc<dyn LeaseStore>`, looking through any layers
+    /// (retry, metrics, ...) wrapped around it: how to reach provider features (the PostgreSQL
+    /// fenced-write function, the ZooKeeper session timeout) from a store `leader::connect` gave.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use leader_core::layer::{LeaseStoreExt, RetryLayer};
+    /// use leader_core::LeaseStore;
+    /// use leader_memory::MemoryStore;
+    ///
+    /// let store: Arc<dyn LeaseStore> = Arc::new(MemoryStore::new());
+    /// let store = store.layer(RetryLayer::new());
+    /// assert!(store.downcast_ref::<MemoryStore>().is_some());
+    /// ```
+    pub fn downcast_ref<T: Any>(&self) -> Option<&T> {
+        let mut store: &dyn LeaseStore = self;
+        loop {
+            if let Some(found) = store.as_any().and_then(|a| a.downcast_ref::<T>()) {
+                return Some(found);
+            }
+            store = store.inner_store()?;
+        }
+    }
 }
 
 /// A shared, type-erased store: what [`Election`](crate::Election) and `leader::connect` use.
@@ -174,5 +252,11 @@ impl<T: LeaseStore + ?Sized> LeaseStore for Arc<T> {
     }
     fn check_options(&self, options: &ElectionOptions) -> Result<()> {
         (**self).check_options(options)
+    }
+    fn as_any(&self) -> Option<&dyn Any> {
+        (**self).as_any()
+    }
+    fn inner_store(&self) -> Option<&dyn LeaseStore> {
+        (**self).inner_store()
     }
 }

@@ -471,6 +471,9 @@ impl Inner {
 
 #[async_trait]
 impl LeaseStore for FsStore {
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
     async fn try_acquire(&self, req: &AcquireRequest) -> Result<Acquire> {
         let req = req.clone();
         self.blocking(move |inner| inner.acquire(&req)).await

@@ -47,7 +47,7 @@ fn child_holder() {
                 };
                 let token = match store.try_acquire(&req).await.expect("acquire") {
                     Acquire::Acquired(l) => l.token,
-                    Acquire::Held(h) => panic!("child could not acquire: {h:?}"),
+                    other => panic!("child could not acquire: {other:?}"),
                 };
                 (token, None)
             }

@@ -22,14 +22,14 @@ fn req(election: &str, who: &str, ttl: Duration) -> AcquireRequest {
 fn acquired(a: Acquire) -> Lease {
     match a {
         Acquire::Acquired(l) => l,
-        Acquire::Held(h) => panic!("expected Acquired, got Held({h:?})"),
+        other => panic!("expected Acquired, got {other:?}"),
     }
 }
 
 fn held(a: Acquire) -> Option<Lease> {
     match a {
         Acquire::Held(h) => h,
-        Acquire::Acquired(l) => panic!("expected Held, got Acquired({l:?})"),
+        other => panic!("expected Held, got {other:?}"),
     }
 }
 

@@ -161,6 +161,9 @@ fn ours(held: &Held, lease: &Lease) -> bool {
 
 #[async_trait]
 impl LeaseStore for MemoryStore {
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
     async fn try_acquire(&self, req: &AcquireRequest) -> Result<Acquire> {
         validate_election_name(&req.election)?;
         let now = Instant::now();

@@ -364,6 +364,9 @@ fn token_param(lease: &Lease) -> Result<i64> {
 
 #[async_trait]
 impl LeaseStore for PostgresStore {
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
     async fn try_acquire(&self, req: &AcquireRequest) -> Result<Acquire> {
         validate_election_name(&req.election)?;
         let (ttl, metadata) = Self::acquire_params(req)?;

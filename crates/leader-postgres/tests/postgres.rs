@@ -18,7 +18,7 @@ const TTL: Duration = Duration::from_secs(3);
 fn acquired(a: Acquire) -> leader_core::Lease {
     match a {
         Acquire::Acquired(l) => l,
-        Acquire::Held(h) => panic!("expected Acquired, got Held({h:?})"),
+        other => panic!("expected Acquired, got {other:?}"),
     }
 }
 
@@ -102,6 +102,7 @@ async fn sixteen_concurrent_acquirers_produce_exactly_one_winner() {
             match t.await.unwrap().unwrap() {
                 Acquire::Acquired(l) => winners.push(l),
                 Acquire::Held(h) => losers.push(h.expect("Held names the holder")),
+                Acquire::Refused(r) => panic!("refused: {r:?}"),
             }
         }
         assert_eq!(winners.len(), 1, "round {round}: winners {winners:?}");

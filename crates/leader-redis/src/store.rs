@@ -254,6 +254,9 @@ fn unexpected(election: &str, reply: &Reply) -> Error {
 
 #[async_trait]
 impl LeaseStore for RedisStore {
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
     async fn try_acquire(&self, req: &AcquireRequest) -> Result<Acquire> {
         let (keys, args) = self.acquire_args(req)?;
         let client = self.client();

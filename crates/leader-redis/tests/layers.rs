@@ -94,7 +94,7 @@ fn req(election: &str, who: &str, ttl: Duration) -> AcquireRequest {
 fn acquired(a: Acquire) -> leader_core::Lease {
     match a {
         Acquire::Acquired(lease) => lease,
-        Acquire::Held(h) => panic!("expected Acquired, got Held({h:?})"),
+        other => panic!("expected Acquired, got {other:?}"),
     }
 }
 

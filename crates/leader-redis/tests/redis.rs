@@ -35,7 +35,7 @@ async fn store(url: &str, key_prefix: &str) -> RedisStore {
 fn acquired(a: Acquire) -> leader_core::Lease {
     match a {
         Acquire::Acquired(lease) => lease,
-        Acquire::Held(h) => panic!("expected Acquired, got Held({h:?})"),
+        other => panic!("expected Acquired, got {other:?}"),
     }
 }
 

@@ -186,6 +186,9 @@ fn at_most_one(rows: Vec<Row>) -> Result<Option<Lease>> {
 
 #[async_trait]
 impl LeaseStore for SqlServerStore {
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
     async fn try_acquire(&self, req: &AcquireRequest) -> Result<Acquire> {
         validate_election_name(&req.election)?;
         leader_core::validate_participant_id(&req.participant_id)?;

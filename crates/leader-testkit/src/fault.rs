@@ -250,6 +250,12 @@ impl FaultStore {
 
 #[leader_core::async_trait]
 impl LeaseStore for FaultStore {
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
+    fn inner_store(&self) -> Option<&dyn LeaseStore> {
+        Some(&self.inner)
+    }
     async fn try_acquire(&self, req: &AcquireRequest) -> Result<Acquire> {
         let r = self.inner.try_acquire(req).await;
         self.reply(Op::TryAcquire, r).await

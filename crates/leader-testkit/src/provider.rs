@@ -59,6 +59,15 @@ pub trait Provider: Send + Sync + 'static {
     fn frees_lease_when_holder_exits(&self) -> bool {
         false
     }
+
+    /// Takes the current lease of `election` away from its holder behind the holder's back (deletes
+    /// the row, key, node or blob lease, or expires it in the store), so that the holder's next
+    /// renew is answered "not yours" (`Ok(None)`). Used by the end-path scenarios to check that work
+    /// is dropped at once when the store says the lease is gone. `None`: this provider cannot; the
+    /// scenarios that need it print why and skip.
+    async fn break_lease(&self, _election: &str) -> Option<Result<()>> {
+        None
+    }
 }
 
 /// The test URL of provider `name` from `LEADER_TEST_<NAME>_URL`.
@@ -138,6 +147,10 @@ impl Provider for MemoryProvider {
     fn options(&self) -> ElectionOptions {
         self.options.clone()
     }
+    async fn break_lease(&self, election: &str) -> Option<Result<()>> {
+        self.memory().expire_now(election);
+        Some(Ok(()))
+    }
 }
 
 /// Wraps another provider so that every handle it gives is wrapped once more in a pass-through
@@ -180,5 +193,8 @@ impl Provider for LayeredProvider {
     }
     fn frees_lease_when_holder_exits(&self) -> bool {
         self.inner.frees_lease_when_holder_exits()
+    }
+    async fn break_lease(&self, election: &str) -> Option<Result<()>> {
+        self.inner.break_lease(election).await
     }
 }

@@ -88,6 +88,7 @@ impl LeaseStore for Broken {
                 Ok(Acquire::Acquired(fake))
             }
             Acquire::Held(h) => Ok(Acquire::Held(h.map(|h| self.reported(h)))),
+            refused @ Acquire::Refused(_) => Ok(refused),
         }
     }
     async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>> {

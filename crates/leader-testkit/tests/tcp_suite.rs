@@ -65,6 +65,7 @@ async fn handle(store: &MemoryStore, req: Value) -> Result<Value> {
             match store.try_acquire(&r).await? {
                 Acquire::Acquired(l) => json!({ "acquired": to_value(&l) }),
                 Acquire::Held(h) => json!({ "held": to_value(&h) }),
+                Acquire::Refused(r) => json!({ "refused": r.reason }),
             }
         }
         "renew" => to_value(&store.renew(&lease()?, ms(&req["ttl_ms"])).await?),
@@ -115,6 +116,9 @@ impl LeaseStore for TcpStore {
             .call(json!({ "op": "try_acquire", "election": req.election, "participant_id": req.participant_id,
                 "instance_id": req.instance_id, "ttl_ms": req.ttl.as_millis() as u64, "metadata": req.metadata }))
             .await?;
+        if let Some(reason) = v.get("refused").and_then(|r| r.as_str()) {
+            return Ok(Acquire::Refused(leader_core::Refusal::new(reason)));
+        }
         match v.get_mut("acquired") {
             Some(l) => Ok(Acquire::Acquired(from_value(l.take())?)),
             None => Ok(Acquire::Held(from_value(v["held"].take())?)),

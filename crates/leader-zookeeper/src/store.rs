@@ -102,6 +102,9 @@ impl ZooKeeperStore {
 
 #[async_trait]
 impl LeaseStore for ZooKeeperStore {
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
     async fn try_acquire(&self, req: &AcquireRequest) -> Result<Acquire> {
         self.inner.try_acquire(req).await
     }

@@ -73,6 +73,9 @@ pub async fn run(
                     holder.map(|h| h.participant_id)
                 )))
             }
+            Acquire::Refused(r) => {
+                return Err(Error::backend(format!("the store refuses to elect anyone: {}", r.reason)))
+            }
         };
         let acquire = t.elapsed();
 

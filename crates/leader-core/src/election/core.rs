@@ -12,7 +12,7 @@ use tracing::Instrument;
 use super::leadership::{lock, Leadership};
 use crate::{
     Acquire, AcquireRequest, Capabilities, ChangeKind, ChangeReason, ElectionOptions, Error, ErrorKind, FencingToken,
-    LeaderInfo, LeadershipChange, LeadershipChanges, Lease, LeaseStore, Metadata, Result,
+    LeaderInfo, LeadershipChange, LeadershipChanges, Lease, LeaseStore, Metadata, Refusal, Result,
 };
 
 /// What `is_leader`, `leadership` and `wait_for_leadership` read.
@@ -40,6 +40,8 @@ struct State {
     last_renewed: Option<Instant>,
     /// The user's health check's last answer (`None`: no check, or not run yet).
     healthy: Option<bool>,
+    /// The store's last answer was [`Acquire::Refused`]: why, and until when (local clock).
+    refused: Option<(Refusal, Option<Instant>)>,
 }
 
 /// A user health check: runs before each renew and each campaign attempt.
@@ -66,6 +68,21 @@ pub struct HealthReport {
     pub current_leader: Option<LeaderInfo>,
     /// The user health check's last answer (`None`: no check configured or not run yet).
     pub healthy: Option<bool>,
+    /// Set while the store refuses to elect anyone ([`Acquire::Refused`]): why, and until when.
+    pub refused: Option<RefusedReport>,
+}
+
+/// A store's refusal to elect anyone, as [`HealthReport::refused`] shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RefusedReport {
+    /// The store's reason, naming the setting or event it waits on.
+    pub reason: String,
+    /// When the store expects to elect again (wall clock, for display; `None`: it cannot say).
+    #[serde(with = "humantime_serde::option")]
+    pub until: Option<SystemTime>,
+    /// How long from now that is.
+    #[serde(with = "humantime_serde::option")]
+    pub remaining: Option<Duration>,
 }
 
 pub(crate) struct Core {
@@ -91,6 +108,8 @@ pub(crate) struct Core {
 pub(crate) enum Attempt {
     Leading(Leadership),
     Follower(Option<LeaderInfo>),
+    /// The store refuses to elect anyone for now (see [`Acquire::Refused`]).
+    Refused(Refusal),
 }
 
 impl Core {
@@ -146,6 +165,10 @@ impl Core {
             is_leader: leading.is_some(),
             current_leader: st.holder.clone(),
             healthy: st.healthy,
+            refused: st.refused.as_ref().map(|(r, until)| {
+                let remaining = until.map(|u| u.saturating_duration_since(now));
+                RefusedReport { reason: r.reason.clone(), until: remaining.map(|d| SystemTime::now() + d), remaining }
+            }),
         }
     }
 
@@ -216,7 +239,19 @@ impl Core {
         let req = self.request();
         for _ in 0..2 {
             let sent = Instant::now();
-            match self.call("try_acquire", self.store.try_acquire(&req)).await? {
+            let answer = self.call("try_acquire", self.store.try_acquire(&req)).await?;
+            self.note_refusal(match &answer {
+                Acquire::Refused(r) => Some(r),
+                _ => None,
+            });
+            match answer {
+                Acquire::Refused(refusal) => {
+                    if let Some(t) = self.tenure() {
+                        self.end_tenure(&t, ChangeReason::Expired);
+                    }
+                    self.observe_holder(None);
+                    return Ok(Attempt::Refused(refusal));
+                }
                 Acquire::Held(holder) => {
                     if let Some(t) = self.tenure() {
                         self.end_tenure(&t, ChangeReason::Expired);
@@ -242,6 +277,25 @@ impl Core {
             }
         }
         Err(Error::backend("the store returned a lease this participant had already given up, even after releasing it"))
+    }
+
+    /// Records (or clears) the store's refusal to elect, logging each change once.
+    fn note_refusal(&self, refusal: Option<&Refusal>) {
+        let mut st = lock(&self.state);
+        match refusal {
+            Some(r) => {
+                if st.refused.as_ref().is_none_or(|(old, _)| old.reason != r.reason) {
+                    tracing::warn!(election = %self.name, participant = %self.participant_id, reason = %r.reason,
+                        retry_in = ?r.retry_in, "the store refuses to elect anyone for now");
+                }
+                st.refused = Some((r.clone(), r.retry_in.map(|d| Instant::now() + d)));
+            }
+            None => {
+                if st.refused.take().is_some() {
+                    tracing::info!(election = %self.name, participant = %self.participant_id, "the store elects again");
+                }
+            }
+        }
     }
 
     fn is_stale(&self, lease: &Lease) -> bool {

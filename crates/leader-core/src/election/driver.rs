@@ -130,6 +130,13 @@ impl Driver {
                 let wake = self.follower_wake(holder.as_ref());
                 self.wait(wake).await;
             }
+            Ok(Attempt::Refused(refusal)) => {
+                // Look again when the store said it elects again, and at least every retry.
+                let retry = Core::jitter(self.core.options.retry_interval);
+                let at_end = refusal.retry_in.map(|d| d + small_jitter(self.core.options.retry_interval));
+                let wake = Instant::now() + at_end.map_or(retry, |d| d.min(retry));
+                self.wait(wake).await;
+            }
             Err(_) => {
                 let wake = Instant::now() + Core::jitter(self.core.options.retry_interval);
                 self.wait(wake).await;

@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use self::core::HealthReport;
 use self::core::{Attempt, Core, HealthCheck};
+pub use self::core::{HealthReport, RefusedReport};
 use self::leadership::lock;
 pub use self::leadership::Leadership;
 use crate::{

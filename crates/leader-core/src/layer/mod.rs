@@ -219,4 +219,10 @@ impl<I: Intercept + ?Sized> LeaseStore for Intercepted<I> {
     fn check_options(&self, options: &ElectionOptions) -> Result<()> {
         self.inner.check_options(options)
     }
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
+    fn inner_store(&self) -> Option<&dyn LeaseStore> {
+        Some(&*self.inner)
+    }
 }

@@ -144,4 +144,10 @@ impl LeaseStore for Retry {
     fn check_options(&self, options: &ElectionOptions) -> Result<()> {
         self.inner.check_options(options)
     }
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
+    fn inner_store(&self) -> Option<&dyn LeaseStore> {
+        Some(&*self.inner)
+    }
 }

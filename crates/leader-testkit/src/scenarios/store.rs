@@ -22,6 +22,7 @@ async fn acquire(ctx: &Ctx, store: &Arc<dyn LeaseStore>, participant: &str, inst
             Ok(lease)
         }
         Acquire::Held(holder) => fail!("{participant} could not acquire a free lease; held by {holder:?}"),
+        Acquire::Refused(r) => fail!("{participant} could not acquire a free lease; the store refused: {r:?}"),
     }
 }
 
@@ -34,7 +35,10 @@ async fn acquire_after_expiry(ctx: &Ctx, store: &Arc<dyn LeaseStore>, participan
     loop {
         match call(ctx.margin(), "try_acquire", store.try_acquire(&req)).await? {
             Acquire::Acquired(lease) => return Ok(lease),
-            Acquire::Held(_) if start.elapsed() < limit => tokio::time::sleep(ctx.options.retry_interval).await,
+            Acquire::Held(_) | Acquire::Refused(_) if start.elapsed() < limit => {
+                tokio::time::sleep(ctx.options.retry_interval).await
+            }
+            Acquire::Refused(r) => fail!("the store still refuses to elect after {}: {r:?}", fmt_duration(limit)),
             Acquire::Held(holder) => fail!(
                 "an unrenewed lease did not expire within {} (crash bound + margin); still held by {:?}",
                 fmt_duration(limit),
@@ -149,6 +153,7 @@ pub async fn idempotent_acquire(provider: Arc<dyn Provider>) -> ScenarioResult {
         }
         Acquire::Held(None) => {}
         Acquire::Acquired(l) => fail!("another instance with the same participant id acquired a held lease: {l:?}"),
+        Acquire::Refused(r) => fail!("the store refused an acquire while a lease is held: {r:?}"),
     }
     // Refresh half-way, then look after the first TTL would have run out.
     sleep_until(t0 + ctx.lease() / 2).await;
@@ -184,6 +189,7 @@ pub async fn list_elections(provider: Arc<dyn Provider>) -> ScenarioResult {
         match call(ctx.margin(), "try_acquire", store.try_acquire(&req)).await? {
             Acquire::Acquired(l) => held.push(l),
             Acquire::Held(h) => fail!("a fresh election {name} is held by {h:?}"),
+            Acquire::Refused(r) => fail!("a fresh election {name} was refused: {r:?}"),
         }
     }
     let listed = call(ctx.margin(), "list", store.list(&ctx.name)).await?;
