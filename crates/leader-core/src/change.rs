@@ -145,20 +145,63 @@ impl LeadershipChange {
     }
 }
 
+/// What an election's broadcast channel carries: a change, or the end of a run (a `stop()`).
+#[derive(Debug, Clone)]
+pub(crate) enum Event {
+    /// A change emitted during run `run`.
+    Change { run: u64, change: LeadershipChange },
+    /// Run `run` was stopped: its streams end here.
+    End { run: u64 },
+}
+
 /// The stream returned by [`Election::changes`](crate::Election::changes): the state at subscription
 /// first (`reason: Subscribed`), then every transition in order. Its buffer is bounded
 /// (`event_buffer`); a subscriber that falls behind loses the oldest changes and the next one it
-/// gets carries `missed > 0`. It ends when the election is dropped.
+/// gets carries `missed > 0`.
+///
+/// It ends after the `Lost` of a [`stop`](crate::Election::stop) (once the lease is released), or
+/// when the election is dropped. A stream taken after `stop()` follows the next
+/// [`start`](crate::Election::start).
 #[must_use = "streams do nothing unless polled"]
 pub struct LeadershipChanges {
     first: Option<LeadershipChange>,
-    inner: BroadcastStream<LeadershipChange>,
+    inner: BroadcastStream<Event>,
     missed: u64,
+    /// The run this stream follows.
+    run: u64,
+    /// Keeps following the runs after `run` instead of ending at its stop.
+    follow_restarts: bool,
+    done: bool,
 }
 
 impl LeadershipChanges {
-    pub(crate) fn new(first: LeadershipChange, rx: tokio::sync::broadcast::Receiver<LeadershipChange>) -> Self {
-        LeadershipChanges { first: Some(first), inner: BroadcastStream::new(rx), missed: 0 }
+    pub(crate) fn new(first: LeadershipChange, rx: tokio::sync::broadcast::Receiver<Event>, run: u64) -> Self {
+        LeadershipChanges {
+            first: Some(first),
+            inner: BroadcastStream::new(rx),
+            missed: 0,
+            run,
+            follow_restarts: false,
+            done: false,
+        }
+    }
+
+    /// This stream, made to carry on through [`stop`](crate::Election::stop) and later
+    /// [`start`](crate::Election::start)s instead of ending at the next stop: for monitors that
+    /// watch a participant for its whole life. It still ends when the election is dropped.
+    ///
+    /// ```no_run
+    /// # async fn demo(election: leader_core::Election) {
+    /// use futures::StreamExt;
+    /// let mut all = election.changes().follow_restarts();
+    /// while let Some(change) = all.next().await {
+    ///     println!("{:?} {:?}", change.kind, change.reason);
+    /// }
+    /// # }
+    /// ```
+    pub fn follow_restarts(mut self) -> Self {
+        self.follow_restarts = true;
+        self
     }
 }
 
@@ -166,19 +209,45 @@ impl Stream for LeadershipChanges {
     type Item = LeadershipChange;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<LeadershipChange>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
         if let Some(first) = self.first.take() {
             return Poll::Ready(Some(first));
         }
         loop {
             match Pin::new(&mut self.inner).poll_next(cx) {
-                Poll::Ready(Some(Ok(mut change))) => {
+                Poll::Ready(Some(Ok(Event::Change { run, mut change }))) => {
+                    if run < self.run {
+                        continue; // sent before this stream's run began (a stop() raced the subscribe)
+                    }
+                    if run > self.run && !self.follow_restarts {
+                        // Our run's end marker was lost to overflow: the run is over.
+                        self.done = true;
+                        return Poll::Ready(None);
+                    }
                     change.missed = std::mem::take(&mut self.missed);
                     return Poll::Ready(Some(change));
                 }
+                Poll::Ready(Some(Ok(Event::End { run }))) => {
+                    if run >= self.run && !self.follow_restarts {
+                        self.done = true;
+                        return Poll::Ready(None);
+                    }
+                }
                 Poll::Ready(Some(Err(BroadcastStreamRecvError::Lagged(n)))) => self.missed += n,
-                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Ready(None) => {
+                    self.done = true;
+                    return Poll::Ready(None);
+                }
                 Poll::Pending => return Poll::Pending,
             }
         }
+    }
+}
+
+impl futures::stream::FusedStream for LeadershipChanges {
+    fn is_terminated(&self) -> bool {
+        self.done
     }
 }

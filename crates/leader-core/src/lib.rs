@@ -19,14 +19,16 @@
 //!
 //! # Clocks
 //! Local bookkeeping uses `tokio::time::Instant` (monotonic; tests can pause it). A monotonic clock
-//! stops while the machine is suspended: after a resume the deadline may look later than it is in
-//! the store's time, so a suspended leader must not act before its next renew succeeds. Fencing
-//! tokens are what protects downstream writes in that case.
+//! stops while the machine is suspended, so every deadline check also reads the boot-time clock
+//! and takes the time the host spent suspended off the deadline ([`clock`] lists the clocks used
+//! on each platform). A suspend is noticed within [`clock::SUSPEND_CHECK`] of the resume; fencing
+//! tokens protect downstream writes in that window.
 
 #![warn(missing_docs)]
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
 mod change;
+pub mod clock;
 mod election;
 mod error;
 mod floor;

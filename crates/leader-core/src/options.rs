@@ -39,6 +39,15 @@ pub struct ElectionOptions {
     /// Every store call is abandoned after this. Default `lease_duration / 6`.
     #[serde(with = "humantime_serde")]
     pub operation_timeout: Duration,
+    /// The margin kept for clock drift and scheduling between the moment a leader's work is
+    /// cancelled and the earliest moment another participant can acquire. Work whose tenure ended
+    /// at its local deadline (or by `stop`, `release` or a health step-down) may run on for
+    /// `lease_duration - renew_deadline - drift_allowance` before it is dropped (see
+    /// [`Election::run_as_leader`](crate::Election::run_as_leader)). Default
+    /// `max(100 ms, lease_duration / 50)` ([`default_drift_allowance`](Self::default_drift_allowance));
+    /// must be less than `(lease_duration - renew_deadline) / 2`.
+    #[serde(with = "humantime_serde")]
+    pub drift_allowance: Duration,
     /// Published with the lease; see [`Metadata`].
     pub metadata: Metadata,
     /// Changes buffered per [`changes()`](crate::Election::changes) subscriber before the oldest are
@@ -66,6 +75,7 @@ impl ElectionOptions {
             renew_interval: lease / 3,
             retry_interval: lease / 6,
             operation_timeout: lease / 6,
+            drift_allowance: Self::default_drift_allowance(lease),
             metadata: Metadata::new(),
             event_buffer: DEFAULT_EVENT_BUFFER,
         }
@@ -95,6 +105,19 @@ impl ElectionOptions {
         Self::from_lease(Duration::from_secs(60))
     }
 
+    /// The default [`drift_allowance`](Self::drift_allowance) for a lease: `max(100 ms, lease / 50)`,
+    /// except that for leases under 0.6 s (where that would not fit) it is a quarter of the
+    /// `lease / 3` left after the default `renew_deadline`.
+    pub fn default_drift_allowance(lease: Duration) -> Duration {
+        (lease / 50).max(Duration::from_millis(100)).min(lease / 12)
+    }
+
+    /// How long work may run on after its tenure ended (unless the store said the lease is gone):
+    /// `lease_duration - renew_deadline - drift_allowance` (zero for invalid options).
+    pub fn work_grace(&self) -> Duration {
+        self.lease_duration.saturating_sub(self.renew_deadline).saturating_sub(self.drift_allowance)
+    }
+
     /// Sets the metadata published with the lease.
     #[must_use]
     pub fn with_metadata(mut self, metadata: Metadata) -> Self {
@@ -109,6 +132,8 @@ impl ElectionOptions {
     ///   out and be retried before the deadline, and the deadline leaves the leader
     ///   `lease_duration - renew_deadline` to stop before anyone else can acquire;
     /// - `retry_interval < lease_duration`;
+    /// - `drift_allowance < (lease_duration - renew_deadline) / 2`, so that work keeps at least
+    ///   as much grace as the margin it leaves;
     /// - metadata keys and values follow [`validate_metadata`](crate::validate_metadata).
     pub fn validate(&self) -> Result<()> {
         for (name, value) in [
@@ -145,6 +170,15 @@ impl ElectionOptions {
                 fmt(self.lease_duration)
             )));
         }
+        let half_gap = (self.lease_duration - self.renew_deadline) / 2;
+        if self.drift_allowance >= half_gap {
+            return Err(Error::invalid_argument(format!(
+                "drift_allowance ({}) must be less than (lease_duration - renew_deadline) / 2 ({}), so that \
+                 work keeps more grace after its deadline than the margin left for drift",
+                fmt(self.drift_allowance),
+                fmt(half_gap)
+            )));
+        }
         if self.event_buffer == 0 {
             return Err(Error::invalid_argument("event_buffer is 0; it must be at least 1"));
         }
@@ -173,6 +207,8 @@ impl<'de> Deserialize<'de> for ElectionOptions {
             retry_interval: Option<Duration>,
             #[serde(with = "humantime_serde", default)]
             operation_timeout: Option<Duration>,
+            #[serde(with = "humantime_serde", default)]
+            drift_allowance: Option<Duration>,
             #[serde(default)]
             metadata: Metadata,
             #[serde(default)]
@@ -185,6 +221,7 @@ impl<'de> Deserialize<'de> for ElectionOptions {
             renew_interval: raw.renew_interval.unwrap_or(base.renew_interval),
             retry_interval: raw.retry_interval.unwrap_or(base.retry_interval),
             operation_timeout: raw.operation_timeout.unwrap_or(base.operation_timeout),
+            drift_allowance: raw.drift_allowance.unwrap_or(base.drift_allowance),
             event_buffer: raw.event_buffer.unwrap_or(base.event_buffer),
             metadata: raw.metadata,
             lease_duration: base.lease_duration,

@@ -117,7 +117,7 @@ impl TenureRecorder {
             streams.push(Tracked {
                 participant: election.participant_id().to_owned(),
                 instance: election.instance_id().to_owned(),
-                changes: Some(election.changes()),
+                changes: Some(election.changes().follow_restarts()),
                 first: true,
             });
             streams.len() == 1

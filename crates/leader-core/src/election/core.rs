@@ -1,5 +1,6 @@
 //! The state one election shares between its handles, its driver task and its tenure watchdogs:
-//! who leads, our tenure, and the one place where changes are emitted.
+//! the election's [`Phase`] (changed in one place, [`Core::set_phase`]), who leads, and the one
+//! place where changes are emitted.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -9,22 +10,68 @@ use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::leadership::{lock, Leadership};
+use super::leadership::{lock, Leadership, Stamp};
+use crate::change::Event;
+use crate::clock::SuspendClock;
 use crate::{
     Acquire, AcquireRequest, Capabilities, ChangeKind, ChangeReason, ElectionOptions, Error, ErrorKind, FencingToken,
     LeaderInfo, LeadershipChange, LeadershipChanges, Lease, LeaseStore, Metadata, Refusal, Result,
 };
 
-/// What `is_leader`, `leadership` and `wait_for_leadership` read.
+tokio::task_local! {
+    /// Set while `run_as_leader` polls its work: the id of the tenure the work runs under, so that
+    /// a `stop()`/`release()` called from inside the work does not wait for itself.
+    pub(crate) static IN_WORK: usize;
+}
+
+/// Where one participant stands. Changed only by [`Core::set_phase`].
+///
+/// ```text
+///  Stopped ─start()─▶ Follower ─acquire: Acquired─▶ Leader ─deadline, renew "not yours"─▶ Follower
+///                        ▲                            │ release()
+///                        └─ another leads, or one ── Abstaining
+///                           lease + retry passed
+///  stop() from any phase ─▶ Stopped
+/// ```
+#[derive(Clone)]
+pub(crate) enum Phase {
+    /// Not started, or stopped: no background task campaigns (manual `try_acquire` still works).
+    Stopped,
+    /// Campaigning (or, in manual mode, between attempts).
+    Follower,
+    /// Holding this tenure.
+    Leader(Leadership),
+    /// After `release()`: not campaigning until this instant unless another participant leads.
+    Abstaining(Instant),
+}
+
+impl Phase {
+    fn name(&self) -> &'static str {
+        match self {
+            Phase::Stopped => "stopped",
+            Phase::Follower => "follower",
+            Phase::Leader(_) => "leader",
+            Phase::Abstaining(_) => "abstaining",
+        }
+    }
+}
+
+/// What `is_leader`, `leadership` and `wait_for_leadership` read: a mirror of the phase.
 #[derive(Clone, Default)]
 pub(crate) struct Status {
     pub(crate) leadership: Option<Leadership>,
     pub(crate) stopped: bool,
+    /// Why the background task ended on its own (it panicked), if it did.
+    pub(crate) failure: Option<String>,
 }
 
-#[derive(Default)]
 struct State {
-    tenure: Option<Leadership>,
+    phase: Phase,
+    /// The last tenure that ended: its work may still run out its grace.
+    ended: Option<Leadership>,
+    /// Counts `stop()`s: a `changes()` stream belongs to the run it was taken in, and ends when
+    /// that run is stopped.
+    run: u64,
     /// Last known holder, ours or another's.
     holder: Option<LeaderInfo>,
     /// Highest token of a tenure we ended locally: a later acquire that returns this lease again
@@ -32,8 +79,6 @@ struct State {
     last_lost: Option<FencingToken>,
     /// Kind of the last failed store call since the last success, to name why a deadline passed.
     last_error: Option<ErrorKind>,
-    /// After `release()`: no campaigning before this instant unless another participant leads.
-    abstain_until: Option<Instant>,
     /// When a store call last succeeded.
     last_ok: Option<Instant>,
     /// Send time of the last successful acquire or renew of our lease.
@@ -42,6 +87,32 @@ struct State {
     healthy: Option<bool>,
     /// The store's last answer was [`Acquire::Refused`]: why, and until when (local clock).
     refused: Option<(Refusal, Option<Instant>)>,
+}
+
+impl State {
+    fn tenure(&self) -> Option<Leadership> {
+        match &self.phase {
+            Phase::Leader(t) => Some(t.clone()),
+            _ => None,
+        }
+    }
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            phase: Phase::Stopped,
+            ended: None,
+            run: 0,
+            holder: None,
+            last_lost: None,
+            last_error: None,
+            last_ok: None,
+            last_renewed: None,
+            healthy: None,
+            refused: None,
+        }
+    }
 }
 
 /// A user health check: runs before each renew and each campaign attempt.
@@ -64,6 +135,8 @@ pub struct HealthReport {
     pub deadline_remaining: Option<Duration>,
     /// Whether this participant leads now.
     pub is_leader: bool,
+    /// `"stopped"`, `"follower"`, `"leader"` or `"abstaining"` (after a release).
+    pub phase: &'static str,
     /// The last known holder.
     pub current_leader: Option<LeaderInfo>,
     /// The user health check's last answer (`None`: no check configured or not run yet).
@@ -94,7 +167,8 @@ pub(crate) struct Core {
     pub(crate) caps: Capabilities,
     metadata: Mutex<Metadata>,
     state: Mutex<State>,
-    events: broadcast::Sender<LeadershipChange>,
+    events: broadcast::Sender<Event>,
+    pub(crate) suspend: Arc<dyn SuspendClock>,
     pub(crate) status: watch::Sender<Status>,
     /// Serialises the calls that change our lease (driver, manual `try_acquire`, `release`,
     /// `set_metadata`), so that a renew never races a release of the same lease.
@@ -119,6 +193,7 @@ impl Core {
         participant_id: String,
         options: ElectionOptions,
         health_check: Option<HealthCheck>,
+        suspend: Arc<dyn SuspendClock>,
     ) -> Self {
         let caps = store.capabilities();
         let (events, _) = broadcast::channel(options.event_buffer);
@@ -132,7 +207,8 @@ impl Core {
             caps,
             state: Mutex::new(State::default()),
             events,
-            status: watch::Sender::new(Status::default()),
+            suspend,
+            status: watch::Sender::new(Status { stopped: true, ..Status::default() }),
             op_lock: tokio::sync::Mutex::new(()),
             wake: tokio::sync::Notify::new(),
             health_check,
@@ -155,14 +231,15 @@ impl Core {
     pub(crate) fn health(&self) -> HealthReport {
         let st = lock(&self.state);
         let now = Instant::now();
-        let leading = st.tenure.as_ref().filter(|t| t.is_valid());
+        let leading = st.tenure().filter(|t| t.is_valid());
         HealthReport {
             election: self.name.clone(),
             participant_id: self.participant_id.clone(),
             store_reachable: st.last_error.is_none() && st.last_ok.is_some(),
             last_renew_age: st.last_renewed.map(|t| now.saturating_duration_since(t)),
-            deadline_remaining: leading.map(|t| t.valid_until().saturating_duration_since(now)),
+            deadline_remaining: leading.as_ref().map(|t| t.valid_until().saturating_duration_since(now)),
             is_leader: leading.is_some(),
+            phase: st.phase.name(),
             current_leader: st.holder.clone(),
             healthy: st.healthy,
             refused: st.refused.as_ref().map(|(r, until)| {
@@ -208,29 +285,99 @@ impl Core {
     }
 
     pub(crate) fn tenure(&self) -> Option<Leadership> {
-        lock(&self.state).tenure.clone()
+        lock(&self.state).tenure()
     }
 
     pub(crate) fn holder(&self) -> Option<LeaderInfo> {
         lock(&self.state).holder.clone()
     }
 
+    /// The one place the phase changes: keeps the status watch (what `is_leader`,
+    /// `wait_for_leadership` and friends read) in step, and traces the transition.
+    fn set_phase(&self, st: &mut State, phase: Phase) {
+        if st.phase.name() != phase.name() {
+            tracing::debug!(election = %self.name, participant = %self.participant_id, from = st.phase.name(), to = phase.name(), "phase");
+        }
+        let leadership = match &phase {
+            Phase::Leader(t) => Some(t.clone()),
+            _ => None,
+        };
+        let stopped = matches!(phase, Phase::Stopped);
+        st.phase = phase;
+        self.status.send_modify(|s| {
+            s.leadership = leadership;
+            s.stopped = stopped;
+            if !stopped {
+                s.failure = None;
+            }
+        });
+    }
+
+    /// `start()`: from Stopped to Follower (keeps a manual-mode tenure).
+    pub(crate) fn started(&self) {
+        let mut st = lock(&self.state);
+        if matches!(st.phase, Phase::Stopped) {
+            self.set_phase(&mut st, Phase::Follower);
+        }
+    }
+
+    /// `stop()` (or the background task failing): ends our tenure (emitting `Lost`) and moves to
+    /// Stopped. Returns the tenure it ended.
+    pub(crate) fn stopped(&self, failure: Option<String>) -> Option<Leadership> {
+        let mut st = lock(&self.state);
+        let tenure = st.tenure();
+        if let Some(t) = &tenure {
+            self.end_locked(&mut st, t, ChangeReason::Stopped);
+        }
+        self.set_phase(&mut st, Phase::Stopped);
+        if failure.is_some() {
+            self.status.send_modify(|s| s.failure = failure);
+        }
+        tenure
+    }
+
+    /// Ends every `changes()` stream of the current run (after the items already sent) and
+    /// starts a new run: streams taken from now on see the next `start()`.
+    pub(crate) fn end_run(&self) {
+        let mut st = lock(&self.state);
+        let _ = self.events.send(Event::End { run: st.run });
+        st.run += 1;
+    }
+
+    /// While abstaining after a release: until when (`None` once it is over).
     pub(crate) fn abstaining_until(&self) -> Option<Instant> {
         let mut st = lock(&self.state);
-        match st.abstain_until {
-            Some(t) if t > Instant::now() => Some(t),
-            _ => {
-                st.abstain_until = None;
+        match st.phase {
+            Phase::Abstaining(t) if t > Instant::now() => Some(t),
+            Phase::Abstaining(_) => {
+                self.set_phase(&mut st, Phase::Follower);
                 None
+            }
+            _ => None,
+        }
+    }
+
+    /// The last ended tenure, while work under it may still run.
+    pub(crate) fn ended_with_work(&self) -> Option<Leadership> {
+        lock(&self.state).ended.clone().filter(Leadership::has_work)
+    }
+
+    /// Waits (at most until its work deadline plus the drift allowance) for work still running
+    /// under the last ended tenure, so that no new campaign (and no release of a lease we still
+    /// hold in the store) lets a successor in while it runs.
+    pub(crate) async fn wait_for_ended_work(&self) {
+        if let Some(t) = self.ended_with_work() {
+            let until = t.work_deadline() + self.options.drift_allowance;
+            if !t.works_ended(0, until).await {
+                tracing::warn!(election = %self.name, participant = %self.participant_id, token = %t.token(),
+                    "work of an ended tenure is still running after its grace (its task does not yield?)");
             }
         }
     }
 
-    /// After a release: one lease plus one retry interval, so that a follower that polls (and so
-    /// wakes only at the old lease's expiry, plus jitter) still gets its turn.
-    pub(crate) fn abstain(&self) {
-        lock(&self.state).abstain_until =
-            Some(Instant::now() + self.options.lease_duration + self.options.retry_interval);
+    /// A stamp for a request about to be sent.
+    pub(crate) fn stamp(&self) -> Stamp {
+        Stamp { sent: Instant::now(), suspended: self.suspend.suspended() }
     }
 
     /// One acquire attempt (campaign, or refresh of our own lease in manual mode). The caller holds
@@ -238,7 +385,7 @@ impl Core {
     pub(crate) async fn acquire_once(self: &Arc<Self>) -> Result<Attempt> {
         let req = self.request();
         for _ in 0..2 {
-            let sent = Instant::now();
+            let stamp = self.stamp();
             let answer = self.call("try_acquire", self.store.try_acquire(&req)).await?;
             self.note_refusal(match &answer {
                 Acquire::Refused(r) => Some(r),
@@ -261,18 +408,19 @@ impl Core {
                 }
                 Acquire::Acquired(lease) => {
                     if let Some(t) = self.tenure() {
-                        if t.token() == lease.token && self.renewed(&t, lease.clone(), sent) {
+                        if t.token() == lease.token && self.renewed(&t, lease.clone(), stamp) {
                             return Ok(Attempt::Leading(t));
                         }
                         self.end_tenure(&t, ChangeReason::Expired);
                     }
                     if self.is_stale(&lease) {
                         // We gave this tenure up locally; resuming it would emit a second Acquired
-                        // for one token. Release it and campaign afresh for a new token.
+                        // for one token. Release it (its work has ended: the driver waits for that
+                        // before campaigning) and campaign afresh for a new token.
                         self.call("release", self.store.release(&lease)).await?;
                         continue;
                     }
-                    return Ok(Attempt::Leading(self.begin_tenure(lease, sent)));
+                    return Ok(Attempt::Leading(self.begin_tenure(lease, stamp)));
                 }
             }
         }
@@ -298,42 +446,49 @@ impl Core {
         }
     }
 
+    /// A lease of ours with a token we already ended locally.
     fn is_stale(&self, lease: &Lease) -> bool {
         lease.instance_id == self.instance_id && lock(&self.state).last_lost.is_some_and(|t| lease.token <= t)
     }
 
-    /// A successful renew sent at `sent`; false if the tenure had already ended.
-    pub(crate) fn renewed(&self, tenure: &Leadership, lease: Lease, sent: Instant) -> bool {
-        let ok = tenure.extend(lease.clone(), sent + self.options.renew_deadline);
+    /// A successful renew sent at `stamp`; false if the tenure had already ended.
+    pub(crate) fn renewed(&self, tenure: &Leadership, lease: Lease, stamp: Stamp) -> bool {
+        let ok = tenure.extend(lease.clone(), stamp, self.options.renew_deadline);
         if ok {
             let mut st = lock(&self.state);
-            st.holder = Some(lease);
-            st.last_renewed = Some(sent);
+            if st.tenure().is_some_and(|t| t.same(tenure)) {
+                st.holder = Some(lease);
+            }
+            st.last_renewed = Some(stamp.sent);
         }
         ok
     }
 
     pub(crate) fn update_lease(&self, tenure: &Leadership, lease: Lease) {
         let mut st = lock(&self.state);
-        if st.tenure.as_ref().is_some_and(|t| t.same(tenure)) {
+        if st.tenure().is_some_and(|t| t.same(tenure)) {
             tenure.set_info(lease.clone());
             st.holder = Some(lease);
         }
     }
 
-    fn begin_tenure(self: &Arc<Self>, lease: Lease, sent: Instant) -> Leadership {
-        let tenure = Leadership::new(lease.clone(), sent + self.options.renew_deadline);
+    fn begin_tenure(self: &Arc<Self>, lease: Lease, stamp: Stamp) -> Leadership {
+        let tenure = Leadership::new(
+            lease.clone(),
+            stamp,
+            self.options.renew_deadline,
+            self.options.work_grace(),
+            self.suspend.clone(),
+        );
         {
             let mut st = lock(&self.state);
-            st.abstain_until = None;
-            st.last_renewed = Some(sent);
+            st.last_renewed = Some(stamp.sent);
             let previous = st.holder.replace(lease.clone());
-            st.tenure = Some(tenure.clone());
-            self.status.send_modify(|s| s.leadership = Some(tenure.clone()));
+            self.set_phase(&mut st, Phase::Leader(tenure.clone()));
             tracing::info!(election = %self.name, participant = %self.participant_id, token = %lease.token, "acquired leadership");
             #[cfg(feature = "metrics")]
             self.record_acquired();
-            self.emit(ChangeKind::Acquired, true, Some(lease), previous, ChangeReason::Elected);
+            self.emit(&st, ChangeKind::Acquired, true, Some(lease), previous, ChangeReason::Elected);
         }
         // The watchdog ends the tenure at its deadline whatever the driver is doing (or in manual
         // mode, where there is no driver).
@@ -357,68 +512,103 @@ impl Core {
     }
 
     /// Ends `tenure` if it is the current one and emits `Lost` once. Returns whether it did.
+    ///
+    /// `reason` says how much grace its work gets: none for [`ChangeReason::Expired`] (the store
+    /// said the lease is gone), `lease_duration - renew_deadline - drift_allowance` otherwise.
     pub(crate) fn end_tenure(&self, tenure: &Leadership, reason: ChangeReason) -> bool {
         let mut st = lock(&self.state);
-        if !st.tenure.as_ref().is_some_and(|t| t.same(tenure)) {
+        self.end_locked(&mut st, tenure, reason)
+    }
+
+    fn end_locked(&self, st: &mut State, tenure: &Leadership, reason: ChangeReason) -> bool {
+        if !st.tenure().is_some_and(|t| t.same(tenure)) {
             return false;
         }
-        tenure.end();
-        st.tenure = None;
+        tenure.end(reason == ChangeReason::Expired);
+        st.ended = Some(tenure.clone());
         st.last_lost = Some(st.last_lost.map_or(tenure.token(), |t| t.max(tenure.token())));
         let previous = st.holder.take();
-        self.status.send_modify(|s| s.leadership = None);
+        let next = match reason {
+            // A release abstains for one lease plus one retry interval, so that a follower that
+            // polls (and so wakes only at the old lease's expiry, plus jitter) still gets its turn.
+            ChangeReason::Released => {
+                Phase::Abstaining(Instant::now() + self.options.lease_duration + self.options.retry_interval)
+            }
+            _ => Phase::Follower,
+        };
+        self.set_phase(st, next);
         tracing::info!(election = %self.name, participant = %self.participant_id, token = %tenure.token(), ?reason, "lost leadership");
         #[cfg(feature = "metrics")]
         self.record_lost(reason, tenure.started().elapsed());
-        self.emit(ChangeKind::Lost, false, None, previous, reason);
+        self.emit(st, ChangeKind::Lost, false, None, previous, reason);
         true
+    }
+
+    /// Hands a tenure that ended by `stop`, `release` or a health step-down over in the store:
+    /// waits for its work to return or be dropped (at most until its work deadline plus the drift
+    /// allowance), then releases the lease, so that no successor starts while the work runs.
+    /// Work still running after that (its task does not yield) is left to the lease's expiry.
+    ///
+    /// `own`: 1 when called from inside the tenure's own work (which cannot wait for itself).
+    pub(crate) async fn hand_over(&self, tenure: &Leadership, own: usize) -> Result<()> {
+        let until = tenure.work_deadline() + self.options.drift_allowance;
+        if !tenure.works_ended(own, until).await {
+            tracing::warn!(election = %self.name, participant = %self.participant_id, token = %tenure.token(),
+                "run_as_leader work did not end within its grace; leaving the lease to expire instead of releasing it");
+            return Ok(());
+        }
+        if !tenure.claim_release() {
+            return Ok(());
+        }
+        let _op = self.op_lock.lock().await;
+        self.call("release", self.store.release(&tenure.info())).await.map(drop)
     }
 
     /// A follower saw `holder` (or nobody); emits `LeaderChanged` when that is news.
     pub(crate) fn observe_holder(&self, holder: Option<LeaderInfo>) {
         let mut st = lock(&self.state);
-        if st.tenure.is_some() {
+        if st.tenure().is_some() {
             return;
         }
+        // A lease of ours that we already ended locally (a read that raced our own release) is
+        // not a leader: a participant is never told that a tenure it ended leads.
+        let holder =
+            holder.filter(|h| !(h.instance_id == self.instance_id && st.last_lost.is_some_and(|lost| h.token <= lost)));
         let key = |h: &Option<LeaderInfo>| h.as_ref().map(|l| (l.instance_id.clone(), l.token));
         if key(&st.holder) == key(&holder) {
             st.holder = holder;
             return;
         }
-        if holder.as_ref().is_some_and(|h| h.instance_id != self.instance_id) {
+        if holder.as_ref().is_some_and(|h| h.instance_id != self.instance_id)
+            && matches!(st.phase, Phase::Abstaining(_))
+        {
             // Another participant leads: a release()'s abstention has done its job.
-            st.abstain_until = None;
+            self.set_phase(&mut st, Phase::Follower);
         }
         let previous = std::mem::replace(&mut st.holder, holder.clone());
         tracing::debug!(election = %self.name, holder = ?holder.as_ref().map(|h| &h.participant_id), "leader changed");
-        self.emit(ChangeKind::LeaderChanged, false, holder, previous, ChangeReason::Observed);
+        self.emit(&st, ChangeKind::LeaderChanged, false, holder, previous, ChangeReason::Observed);
     }
 
-    /// Sends a change to every subscriber. Called with the state lock held, so that `changes()`
-    /// (which snapshots under the same lock) neither misses nor repeats a change.
+    /// Sends a change to every subscriber. Called with the state lock held (hence `st`), so that
+    /// `changes()` (which snapshots under the same lock) neither misses nor repeats a change.
     fn emit(
         &self,
+        st: &State,
         kind: ChangeKind,
         is_leader: bool,
         current: Option<LeaderInfo>,
         previous: Option<LeaderInfo>,
         reason: ChangeReason,
     ) {
-        let _ = self.events.send(LeadershipChange {
-            kind,
-            is_leader,
-            current,
-            previous,
-            reason,
-            missed: 0,
-            at: SystemTime::now(),
-        });
+        let change = LeadershipChange { kind, is_leader, current, previous, reason, missed: 0, at: SystemTime::now() };
+        let _ = self.events.send(Event::Change { run: st.run, change });
     }
 
     pub(crate) fn subscribe(&self) -> LeadershipChanges {
         let st = lock(&self.state);
         let rx = self.events.subscribe();
-        let leading = st.tenure.is_some();
+        let leading = st.tenure().is_some();
         let first = LeadershipChange {
             kind: if leading { ChangeKind::Acquired } else { ChangeKind::LeaderChanged },
             is_leader: leading,
@@ -428,7 +618,7 @@ impl Core {
             missed: 0,
             at: SystemTime::now(),
         };
-        LeadershipChanges::new(first, rx)
+        LeadershipChanges::new(first, rx, st.run)
     }
 
     #[cfg(feature = "metrics")]

@@ -12,7 +12,9 @@
 //!
 //! Every store call runs under `operation_timeout`; no error ends the loop. The local deadline is
 //! enforced by each tenure's watchdog (see `Core::begin_tenure`), not here, so a stuck driver
-//! cannot keep a stale leader.
+//! cannot keep a stale leader. Before campaigning it waits for `run_as_leader` work of the tenure
+//! it last held (bounded by that work's grace), so that it never lets a successor in (by releasing
+//! a lease it still holds in the store) while that work runs.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +28,24 @@ use super::core::{Attempt, Core};
 use super::leadership::Leadership;
 use crate::{ChangeReason, LeaderInfo};
 
-pub(crate) async fn run(core: Arc<Core>, mut stop: watch::Receiver<bool>) {
+/// The background task: [`run`] under a guard that turns a panic into a stopped election (with a
+/// tracing error saying why) instead of a silent hang of `wait_for_leadership` and `changes()`.
+pub(crate) async fn run_guarded(core: Arc<Core>, stop: watch::Receiver<bool>) {
+    let outcome = std::panic::AssertUnwindSafe(run(core.clone(), stop)).catch_unwind().await;
+    if let Err(panic) = outcome {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".to_owned());
+        let failure = format!("the background task of election {:?} panicked: {what}", core.name);
+        tracing::error!(election = %core.name, participant = %core.participant_id, %failure, "election stopped");
+        core.stopped(Some(failure));
+        core.end_run();
+    }
+}
+
+async fn run(core: Arc<Core>, mut stop: watch::Receiver<bool>) {
     let mut driver = Driver { core, watch: None, watch_retry_at: Instant::now(), next_renew: Instant::now() };
     loop {
         if *stop.borrow() {
@@ -76,10 +95,10 @@ impl Driver {
         }
         let core = &self.core;
         if !core.check_health().await {
-            // Unhealthy: hand over at once rather than keep renewing a lease we should not hold.
-            let _op = core.op_lock.lock().await;
+            // Unhealthy: step down at once rather than keep renewing a lease we should not hold,
+            // and release it once the work under it has ended.
             if core.end_tenure(&tenure, ChangeReason::Unhealthy) {
-                let _ = core.call("release", core.store.release(&tenure.info())).await;
+                let _ = core.hand_over(&tenure, 0).await;
             }
             return;
         }
@@ -88,12 +107,12 @@ impl Driver {
             core.end_tenure(&tenure, core.deadline_reason());
             return;
         }
-        let sent = Instant::now();
+        let stamp = core.stamp();
         let lease = tenure.info();
         match core.call("renew", core.store.renew(&lease, core.options.lease_duration)).await {
             Ok(Some(renewed)) => {
-                if core.renewed(&tenure, renewed, sent) {
-                    self.next_renew = sent + core.options.renew_interval;
+                if core.renewed(&tenure, renewed, stamp) {
+                    self.next_renew = stamp.sent + core.options.renew_interval;
                 }
             }
             Ok(None) => {
@@ -109,6 +128,7 @@ impl Driver {
 
     /// Follower: one acquire attempt, then wait for a reason to try again.
     async fn campaign(&mut self) {
+        self.core.wait_for_ended_work().await;
         self.ensure_watch();
         self.drain_watch();
         if !self.core.check_health().await {
@@ -149,7 +169,12 @@ impl Driver {
     async fn abstain(&mut self, until: Instant) {
         self.ensure_watch();
         self.drain_watch();
-        let holder = match self.core.call("current", self.core.store.current(&self.core.name)).await {
+        // Under op_lock, so that this read cannot overtake our own release in flight.
+        let read = {
+            let _op = self.core.op_lock.lock().await;
+            self.core.call("current", self.core.store.current(&self.core.name)).await
+        };
+        let holder = match read {
             Ok(holder) => {
                 self.core.observe_holder(holder.clone());
                 holder

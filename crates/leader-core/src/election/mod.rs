@@ -10,13 +10,19 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use self::core::{Attempt, Core, HealthCheck};
+use self::core::{Attempt, Core, HealthCheck, IN_WORK};
 pub use self::core::{HealthReport, RefusedReport};
 use self::leadership::lock;
 pub use self::leadership::Leadership;
+use crate::clock::SuspendClock;
 use crate::{
     validate, ChangeReason, ElectionOptions, Error, LeaderInfo, LeadershipChanges, LeaseStore, Metadata, Result,
 };
+
+/// How many pieces of the tenure's own work the current task is inside (0 or 1).
+fn inside_work(tenure: &Leadership) -> usize {
+    IN_WORK.try_with(|id| usize::from(*id == tenure.id())).unwrap_or(0)
+}
 
 /// One participant in one election. Cheap to clone: clones are handles to the same participant.
 ///
@@ -29,7 +35,9 @@ use crate::{
 ///   `renew_deadline` passes, to renew) and [`release`](Election::release).
 ///
 /// Dropping the last handle stops the background task without blocking and without releasing (the
-/// lease then expires in the store); call `stop()` to hand over at once.
+/// lease then expires in the store); call `stop()` to hand over at once. A participant that was
+/// following withdraws its candidacy (best effort, in a task spawned on the current tokio runtime,
+/// if there is one).
 ///
 /// ```no_run
 /// use std::sync::Arc;
@@ -82,10 +90,17 @@ impl Drop for Handle {
         if let Some(task) = self.task.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
             let _ = task.stop.send(true);
         }
-        if let Some(t) = self.core.tenure() {
-            self.core.end_tenure(&t, ChangeReason::Stopped);
+        let held = self.core.stopped(None);
+        if held.is_none() {
+            // A follower leaves the queue (queue stores: ZooKeeper), best effort; a leader's lease
+            // is left to expire (no release without the caller's consent to wait).
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let core = self.core.clone();
+                runtime.spawn(async move {
+                    let _ = core.call("withdraw", core.store.withdraw(&core.name, &core.instance_id)).await;
+                });
+            }
         }
-        self.core.status.send_modify(|s| s.stopped = true);
     }
 }
 
@@ -105,32 +120,34 @@ impl Election {
         validate::validate_participant_id(participant_id)?;
         options.validate()?;
         store.check_options(&options)?;
-        Self::with_health_check(store, election, participant_id, options, None)
+        Self::build(store, election, participant_id, options, None, crate::clock::system())
     }
 
-    fn with_health_check(
+    fn build(
         store: Arc<dyn LeaseStore>,
         election: &str,
         participant_id: &str,
         options: ElectionOptions,
         health_check: Option<HealthCheck>,
+        suspend: Arc<dyn SuspendClock>,
     ) -> Result<Self> {
         validate::validate_election_name(election)?;
         validate::validate_participant_id(participant_id)?;
         options.validate()?;
         store.check_options(&options)?;
-        let core = Core::new(store, election.to_owned(), participant_id.to_owned(), options, health_check);
+        let core = Core::new(store, election.to_owned(), participant_id.to_owned(), options, health_check, suspend);
         Ok(Election { handle: Arc::new(Handle { core: Arc::new(core), task: Mutex::new(None) }) })
     }
 
     /// A builder; the participant id defaults to `<host name>-<pid>-<random>`.
-    pub fn builder(store: Arc<dyn LeaseStore>, election: &str) -> ElectionBuilder {
+    pub fn builder(store: Arc<dyn LeaseStore>, election: impl Into<String>) -> ElectionBuilder {
         ElectionBuilder {
             store,
-            election: election.to_owned(),
+            election: election.into(),
             participant_id: None,
             options: ElectionOptions::default(),
             health_check: None,
+            suspend: crate::clock::system(),
         }
     }
 
@@ -175,21 +192,39 @@ impl Election {
     /// know about; it is bounded by the lease duration, and the next `try_acquire` of this
     /// participant recognises it.
     pub async fn try_acquire(&self) -> Result<bool> {
+        self.core().wait_for_ended_work().await;
         let _op = self.core().op_lock.lock().await;
         Ok(matches!(self.core().acquire_once().await?, Attempt::Leading(_)))
     }
 
-    /// Hands over now: ends our tenure locally (emitting `Lost`), releases the lease in the store,
-    /// and abstains from campaigning until another participant leads or one lease plus one
-    /// `retry_interval` passes (the extra retry gives a follower that polls its turn).
+    /// Hands over now: ends our tenure locally (emitting `Lost`; `lost()` fires), waits for
+    /// `run_as_leader` work under it to return or be dropped (at most `lease_duration -
+    /// renew_deadline - drift_allowance`), then releases the lease in the store, so that no
+    /// successor runs while our work still does. Then abstains from campaigning until another
+    /// participant leads or one lease plus one `retry_interval` passes (the extra retry gives a
+    /// follower that polls its turn).
+    ///
+    /// Called from inside `run_as_leader` work, it does not wait for that work: it returns at once
+    /// and the lease is released as soon as the work returns.
+    ///
+    /// # Errors
+    /// The store's error from the release (the tenure has ended locally either way; the lease then
+    /// expires in the store).
     pub async fn release(&self) -> Result<()> {
         let core = self.core();
-        let _op = core.op_lock.lock().await;
-        core.abstain();
-        core.wake.notify_one();
-        let Some(tenure) = core.tenure() else { return Ok(()) };
+        let Some(tenure) = core.tenure() else {
+            return Ok(());
+        };
         core.end_tenure(&tenure, ChangeReason::Released);
-        core.call("release", core.store.release(&tenure.info())).await.map(drop)
+        core.wake.notify_one();
+        match inside_work(&tenure) {
+            0 => core.hand_over(&tenure, 0).await,
+            own => {
+                let core = core.clone();
+                tokio::spawn(async move { core.hand_over(&tenure, own).await });
+                Ok(())
+            }
+        }
     }
 
     /// Starts campaigning, renewing and watching in a background task. Idempotent; may be called
@@ -200,50 +235,64 @@ impl Election {
             return Ok(());
         }
         let (stop, stop_rx) = watch::channel(false);
-        self.core().status.send_modify(|s| s.stopped = false);
-        let join = tokio::spawn(driver::run(self.core().clone(), stop_rx));
+        self.core().started();
+        let join = tokio::spawn(driver::run_guarded(self.core().clone(), stop_rx));
         *task = Some(Task { stop, join });
         Ok(())
     }
 
-    /// Stops the background task, then releases the lease (and leaves the store's queue) at once,
-    /// so that a follower takes over without waiting for the lease to expire. Also releases a lease
-    /// an interrupted acquire may have left in the store.
+    /// Stops the background task and hands over: ends our tenure (emitting `Lost`), waits for
+    /// `run_as_leader` work under it to return or be dropped (at most `lease_duration -
+    /// renew_deadline - drift_allowance`), then releases the lease (and leaves the store's queue),
+    /// so that a follower takes over at once but never while our work runs. Also releases a lease
+    /// an interrupted acquire may have left in the store. Finally every [`changes`](Election::changes)
+    /// stream taken before ends (after its `Lost`).
+    ///
+    /// Called from inside `run_as_leader` work, it does not wait for that work: it returns once
+    /// the background task has stopped, and the release follows as soon as the work returns.
+    ///
+    /// # Errors
+    /// The store's error from the release or the withdrawal; the election is stopped either way.
     pub async fn stop(&self) -> Result<()> {
-        // The driver ends our tenure as it exits; remember it so it is released without a read.
-        let held_before = self.core().tenure();
+        let core = self.core().clone();
+        let held_before = core.tenure();
         let task = lock(&self.handle.task).take();
         if let Some(task) = task {
             let _ = task.stop.send(true);
             let _ = task.join.await;
         }
-        let core = self.core();
-        let _op = core.op_lock.lock().await;
-        core.status.send_modify(|s| s.stopped = true);
-        let mut result = Ok(());
-        let held = match core.tenure().or(held_before) {
-            Some(t) => {
-                core.end_tenure(&t, ChangeReason::Stopped);
-                Some(t.info())
-            }
-            None => match core.call("current", core.store.current(&core.name)).await {
-                Ok(Some(h)) if h.instance_id == core.instance_id => Some(h),
-                Ok(_) => None,
-                Err(e) => {
-                    result = Err(e);
-                    None
+        // The tenure to hand over: the one the driver ended as it exited, one held in manual mode
+        // (ended here), or one that ended just before whose work still runs out its grace.
+        let ended = core.stopped(None).or(held_before).or_else(|| core.ended_with_work());
+        let own = ended.as_ref().map_or(0, inside_work);
+        let finish = async move {
+            let mut result = Ok(());
+            match &ended {
+                Some(t) => result = core.hand_over(t, own).await,
+                None => {
+                    // An acquire cut off by its timeout may have left a lease of ours in the store.
+                    let _op = core.op_lock.lock().await;
+                    match core.call("current", core.store.current(&core.name)).await {
+                        Ok(Some(h)) if h.instance_id == core.instance_id => {
+                            result = core.call("release", core.store.release(&h)).await.map(drop);
+                        }
+                        Ok(_) => {}
+                        Err(e) => result = Err(e),
+                    }
                 }
-            },
-        };
-        if let Some(lease) = held {
-            if let Err(e) = core.call("release", core.store.release(&lease)).await {
-                result = Err(e);
             }
+            if let Err(e) = core.call("withdraw", core.store.withdraw(&core.name, &core.instance_id)).await {
+                result = result.and(Err(e));
+            }
+            core.end_run();
+            result
+        };
+        if own == 0 {
+            finish.await
+        } else {
+            tokio::spawn(finish);
+            Ok(())
         }
-        if let Err(e) = core.call("withdraw", core.store.withdraw(&core.name, &core.instance_id)).await {
-            result = result.and(Err(e));
-        }
-        result
     }
 
     /// Whether this participant leads now (guarantee 3): computed from the local deadline, not a
@@ -265,7 +314,8 @@ impl Election {
     /// Waits until this participant leads; starts campaigning first if it was not started.
     ///
     /// # Errors
-    /// [`Stopped`](crate::ErrorKind::Stopped) if the election is stopped while waiting.
+    /// [`Stopped`](crate::ErrorKind::Stopped) if the election is stopped while waiting, or its
+    /// background task failed (the message says why).
     pub async fn wait_for_leadership(&self) -> Result<Leadership> {
         if lock(&self.handle.task).is_none() {
             self.start().await?;
@@ -274,6 +324,9 @@ impl Election {
         loop {
             let status = rx.wait_for(|s| s.stopped || s.leadership.as_ref().is_some_and(Leadership::is_valid)).await;
             let status = status.map_err(|_| Error::stopped("the election was dropped"))?.clone();
+            if let Some(failure) = status.failure {
+                return Err(Error::stopped(failure));
+            }
             if status.stopped {
                 return Err(Error::stopped(format!(
                     "election {:?} was stopped while waiting to lead",
@@ -287,13 +340,23 @@ impl Election {
         }
     }
 
-    /// Waits to lead, then runs `work(leadership)` in the caller's task.
+    /// Waits to lead, then runs `work(leadership)` in the caller's task, and returns its output.
     ///
-    /// - When the work returns while we lead, the lease is released and its output returned.
-    /// - At the local deadline `leadership.lost()` fires; the work then gets until
-    ///   `lease_duration - renew_deadline` later (before any other participant can acquire) to
-    ///   return. If it has not, its future is dropped and the result is
+    /// How the work ends (guarantee 1 holds for the work, not only for the lease):
+    /// - **The work returns while we lead**: the lease is released and the output returned.
+    /// - **The local deadline passes** (renewals failed): `leadership.lost()` fires. The work may
+    ///   run on for `lease_duration - renew_deadline - drift_allowance` after the deadline (the
+    ///   earliest another participant can acquire, less a margin for clock drift); if it has not
+    ///   returned by then, its future is dropped and the result is
     ///   [`LeadershipLost`](crate::ErrorKind::LeadershipLost).
+    /// - **[`stop`](Election::stop), [`release`](Election::release) or a health step-down**:
+    ///   `lost()` fires at once, and the lease is released in the store only after the work
+    ///   returned or was dropped (after the same grace, counted from the moment it ended).
+    /// - **The store says the lease is gone** (a renew answered "not yours"): someone else may
+    ///   already lead, so the work is dropped at once.
+    ///
+    /// Once `lost()` has fired, `run_as_leader` returns as soon as the work does (it never waits
+    /// on the store then). Work that ends at `lost()` returns its output as `Ok`.
     ///
     /// ```no_run
     /// # async fn demo(election: leader_core::Election) -> leader_core::Result<()> {
@@ -306,41 +369,57 @@ impl Election {
     /// # Ok(()) }
     /// # async fn migrate(_: leader_core::FencingToken) {}
     /// ```
+    ///
+    /// # Errors
+    /// [`LeadershipLost`](crate::ErrorKind::LeadershipLost) when the work was dropped;
+    /// [`Stopped`](crate::ErrorKind::Stopped) if the election stopped before it led.
     pub async fn run_as_leader<F, Fut, T>(&self, work: F) -> Result<T>
     where
         F: FnOnce(Leadership) -> Fut,
         Fut: Future<Output = T>,
     {
         let leadership = self.wait_for_leadership().await?;
-        let fut = work(leadership.clone());
-        tokio::pin!(fut);
-        tokio::select! {
+        // Declared before the work so that it drops after it: the count falls only once the
+        // work's future is gone.
+        let guard = leadership.enter_work();
+        let mut fut = Box::pin(IN_WORK.scope(leadership.id(), work(leadership.clone())));
+        let out = tokio::select! {
             biased;
-            out = &mut fut => {
+            out = &mut fut => Some(out),
+            _ = leadership.lost() => None,
+        };
+        if let Some(out) = out {
+            drop(fut);
+            drop(guard);
+            if leadership.is_valid() {
                 self.release_tenure(&leadership).await;
-                return Ok(out);
             }
-            _ = leadership.lost() => {}
+            return Ok(out);
         }
-        let opts = self.options();
-        let grace_end = leadership.valid_until() + (opts.lease_duration - opts.renew_deadline);
-        match tokio::time::timeout_at(grace_end, fut).await {
+        let result = match tokio::time::timeout_at(leadership.work_deadline(), &mut fut).await {
             Ok(out) => Ok(out),
             Err(_) => Err(Error::leadership_lost(format!(
-                "leadership of {:?} (token {}) ended and the work did not return within lease_duration - renew_deadline; it was cancelled",
+                "leadership of {:?} (token {}) ended and the work did not return within its grace \
+                 (lease_duration - renew_deadline - drift_allowance, none when the store said the lease was gone); \
+                 it was cancelled",
                 self.core().name,
                 leadership.token()
             ))),
-        }
+        };
+        drop(fut);
+        drop(guard);
+        result
     }
 
-    /// Releases `tenure` if it is still ours (after `run_as_leader` work returned). Best effort:
-    /// the work's output matters more, and an unreleased lease still ends at its deadline here and
-    /// expires in the store.
+    /// Releases `tenure` after its `run_as_leader` work returned while it was still valid. Best
+    /// effort: the work's output matters more, and an unreleased lease still ends at its deadline
+    /// here and expires in the store.
     async fn release_tenure(&self, tenure: &Leadership) {
-        if self.core().tenure().is_some_and(|t| t.same(tenure)) {
-            if let Err(e) = self.release().await {
-                tracing::warn!(election = %self.core().name, error = %e, "could not release after run_as_leader work returned");
+        let core = self.core();
+        if core.end_tenure(tenure, ChangeReason::Released) {
+            core.wake.notify_one();
+            if let Err(e) = core.hand_over(tenure, 0).await {
+                tracing::warn!(election = %core.name, error = %e, "could not release after run_as_leader work returned");
             }
         }
     }
@@ -392,6 +471,7 @@ pub struct ElectionBuilder {
     participant_id: Option<String>,
     options: ElectionOptions,
     health_check: Option<HealthCheck>,
+    suspend: Arc<dyn SuspendClock>,
 }
 
 impl ElectionBuilder {
@@ -442,10 +522,17 @@ impl ElectionBuilder {
         self
     }
 
+    /// The clock that tells how long the host was suspended (default: the platform's, see
+    /// [`clock`](crate::clock)). For tests and simulations that make a host "sleep".
+    pub fn suspend_clock(mut self, clock: Arc<dyn SuspendClock>) -> Self {
+        self.suspend = clock;
+        self
+    }
+
     /// Builds it; see [`Election::new`] for the errors.
     pub fn build(self) -> Result<Election> {
         let id = self.participant_id.unwrap_or_else(default_participant_id);
-        Election::with_health_check(self.store, &self.election, &id, self.options, self.health_check)
+        Election::build(self.store, &self.election, &id, self.options, self.health_check, self.suspend)
     }
 }
 

@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use futures::StreamExt;
 use leader_core::{ChangeKind, ChangeReason};
 use tokio::time::Instant;
 
@@ -109,11 +110,17 @@ pub async fn restart_after_stop(provider: Arc<dyn Provider>) -> ScenarioResult {
     );
     let holder = super::call(ctx.margin(), "current()", store.current(&ctx.name)).await?;
     ensure!(holder.is_none(), "after stop() the store still shows a holder: {holder:?}");
+    // stop() ends the streams taken before it, after their Lost; one taken now follows the next run.
+    let end = tokio::time::timeout(ctx.margin(), changes.next()).await;
+    ensure!(matches!(end, Ok(None)), "the stream taken before stop() did not end after its Lost: {end:?}");
+    let mut changes = a.changes();
     a.start().await?;
     let l2 = lead_within(&a, ctx.start_bound()).await?;
     ensure!(l2.token() > l1.token(), "re-acquired with token {} after token {}", l2.token(), l1.token());
-    let acq =
-        next_where(&mut changes, ctx.margin(), "the second Acquired", |c| c.kind != ChangeKind::LeaderChanged).await?;
+    let acq = next_where(&mut changes, ctx.margin(), "the second Acquired", |c| {
+        c.kind != ChangeKind::LeaderChanged && c.reason != ChangeReason::Subscribed
+    })
+    .await?;
     ensure!(
         acq.kind == ChangeKind::Acquired && acq.token() == Some(l2.token()),
         "expected Acquired with token {}, got {acq:?}",

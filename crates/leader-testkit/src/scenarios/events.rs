@@ -18,7 +18,8 @@ pub async fn events_alternate(provider: Arc<dyn Provider>) -> ScenarioResult {
     let ctx = Ctx::new(provider, "events_alternate").await?;
     let rec = TenureRecorder::new();
     let all = [ctx.participant("a").await?, ctx.participant("b").await?];
-    let mut streams: Vec<_> = all.iter().map(|e| e.changes()).collect();
+    // These streams outlive the stop()/start() cycles below (a plain one ends at each stop()).
+    let mut streams: Vec<_> = all.iter().map(|e| e.changes().follow_restarts()).collect();
     for e in &all {
         rec.track(e);
     }
