@@ -42,7 +42,9 @@ mod stream_ext;
 mod validate;
 
 pub use change::{ChangeKind, ChangeKinds, ChangeReason, LeadershipChange, LeadershipChanges};
-pub use election::{default_participant_id, Election, ElectionBuilder, HealthReport, Leadership, RefusedReport};
+pub use election::{
+    default_participant_id, Election, ElectionBuilder, HealthReport, Leadership, RefusedReport, WeakElection,
+};
 pub use error::{BoxError, Error, ErrorKind, Result};
 pub use floor::RawFloor;
 pub use lease::{FencingToken, LeaderInfo, Lease, LeaseHandle, Metadata};

@@ -34,7 +34,8 @@ pub async fn shutdown_signal() {
 
 impl Election {
     /// Stops and releases this election when `signal` completes (e.g. [`shutdown_signal`]), in a
-    /// task of its own; await the handle to know the release is done.
+    /// task of its own; await the handle to know the release is done. The task holds the election
+    /// weakly: it does not keep it alive, and does nothing if the election is gone by then.
     ///
     /// ```no_run
     /// # async fn demo(election: leader_core::Election) -> leader_core::Result<()> {
@@ -48,9 +49,10 @@ impl Election {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        let election = self.clone();
+        let election = self.downgrade();
         tokio::spawn(async move {
             signal.await;
+            let Some(election) = election.upgrade() else { return Ok(()) };
             tracing::info!(election = %election.election_name(), "shutting down: releasing leadership");
             election.stop().await
         })

@@ -155,6 +155,11 @@ impl Election {
         &self.handle.core
     }
 
+    /// A handle that does not keep this participant alive (see [`WeakElection`]).
+    pub fn downgrade(&self) -> WeakElection {
+        WeakElection { handle: Arc::downgrade(&self.handle) }
+    }
+
     /// The election's name.
     pub fn election_name(&self) -> &str {
         &self.core().name
@@ -460,6 +465,21 @@ impl Election {
     /// transition in order. See [`LeadershipChanges`].
     pub fn changes(&self) -> LeadershipChanges {
         self.core().subscribe()
+    }
+}
+
+/// A handle to an [`Election`] that does not keep it alive (like `std::sync::Weak`): once every
+/// [`Election`] handle is dropped, the participant stops and [`upgrade`](WeakElection::upgrade)
+/// returns `None`. From [`Election::downgrade`].
+#[derive(Clone, Debug)]
+pub struct WeakElection {
+    handle: std::sync::Weak<Handle>,
+}
+
+impl WeakElection {
+    /// The election, if some handle still keeps it alive.
+    pub fn upgrade(&self) -> Option<Election> {
+        self.handle.upgrade().map(|handle| Election { handle })
     }
 }
 

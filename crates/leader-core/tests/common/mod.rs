@@ -19,6 +19,11 @@ pub struct Control {
     pub hang: AtomicBool,
     pub down: AtomicBool,
     pub unhang: Notify,
+    pub withdraws: AtomicU64,
+    /// Delay added before each release.
+    pub release_delay_ms: AtomicU64,
+    /// Delay added before each renew.
+    pub renew_delay_ms: AtomicU64,
 }
 
 impl Control {
@@ -43,8 +48,17 @@ impl Intercept for Control {
         match op {
             Op::Renew => self.renews.fetch_add(1, Ordering::SeqCst),
             Op::TryAcquire => self.acquires.fetch_add(1, Ordering::SeqCst),
+            Op::Withdraw => self.withdraws.fetch_add(1, Ordering::SeqCst),
             _ => 0,
         };
+        let delay = match op {
+            Op::Release => self.release_delay_ms.load(Ordering::SeqCst),
+            Op::Renew => self.renew_delay_ms.load(Ordering::SeqCst),
+            _ => 0,
+        };
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
         if self.down.load(Ordering::SeqCst) {
             return Err(Error::unavailable("injected outage"));
         }
