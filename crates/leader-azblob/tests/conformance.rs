@@ -37,6 +37,14 @@ impl Provider for Azure {
         let url = redirect(&self.url, addr)?;
         Some(AzureBlobStore::from_url(&url).map(|s| Arc::new(s) as Arc<dyn LeaseStore>))
     }
+
+    async fn break_lease(&self, election: &str) -> Option<Result<()>> {
+        let broken = async {
+            AzureBlobStore::from_url(&self.url)?.break_lease(election, Duration::ZERO).await?;
+            Ok(())
+        };
+        Some(broken.await)
+    }
 }
 
 /// The blob endpoint's host and port, from an `azblob://` URL or a connection string.

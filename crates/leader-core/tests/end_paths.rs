@@ -12,8 +12,8 @@ use common::{election, options, stores, LEASE};
 use futures::StreamExt;
 use leader_core::clock::SuspendClock;
 use leader_core::{
-    Acquire, AcquireRequest, Capabilities, ChangeKind, ChangeReason, Election, ElectionOptions, ErrorKind,
-    LeaderInfo, Lease, LeaseStore, Metadata, Result,
+    Acquire, AcquireRequest, Capabilities, ChangeKind, ChangeReason, Election, ElectionOptions, ErrorKind, LeaderInfo,
+    Lease, LeaseStore, Metadata, Result,
 };
 use leader_memory::MemoryStore;
 use tokio::time::{sleep, timeout, Instant};
@@ -342,7 +342,8 @@ async fn stop_ends_the_streams_taken_before_it_after_their_lost() {
     let mut before = a.changes();
     leads(&a).await;
     a.stop().await.unwrap();
-    let items: Vec<_> = timeout(Duration::from_secs(1), (&mut before).collect::<Vec<_>>()).await.expect("the stream ends");
+    let items: Vec<_> =
+        timeout(Duration::from_secs(1), (&mut before).collect::<Vec<_>>()).await.expect("the stream ends");
     let kinds: Vec<_> = items.iter().map(|c| (c.kind, c.reason)).collect();
     assert_eq!(
         kinds,
@@ -363,9 +364,8 @@ async fn stop_ends_the_streams_taken_before_it_after_their_lost() {
     let mut all = a.changes().follow_restarts();
     a.stop().await.unwrap();
     a.start().await.unwrap();
-    let kinds: Vec<_> = timeout(Duration::from_secs(10), (&mut all).take(3).map(|c| c.kind).collect::<Vec<_>>())
-        .await
-        .unwrap();
+    let kinds: Vec<_> =
+        timeout(Duration::from_secs(10), (&mut all).take(3).map(|c| c.kind).collect::<Vec<_>>()).await.unwrap();
     assert_eq!(kinds, [ChangeKind::Acquired, ChangeKind::Lost, ChangeKind::Acquired]);
     a.stop().await.unwrap();
 }

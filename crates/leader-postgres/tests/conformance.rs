@@ -48,6 +48,24 @@ impl Provider for Postgres {
         }
         Some(Self::open(url.as_str()))
     }
+
+    async fn break_lease(&self, election: &str) -> Option<Result<()>> {
+        let store = PostgresStore::builder().url(self.url.as_str()).pool_max_size(1).build();
+        Some(
+            async move {
+                let store = store?;
+                let client = store.pool().get().await.map_err(|e| Error::unavailable(e.to_string()))?;
+                // Expire the holder's lease by the database clock, as if it had stopped renewing.
+                let sql = format!(
+                    "UPDATE {} SET expires_at = now() - interval '1 millisecond' WHERE election_name = $1",
+                    store.table_name()
+                );
+                client.execute(sql.as_str(), &[&election]).await.map_err(|e| Error::backend(e.to_string()))?;
+                Ok(())
+            }
+            .await,
+        )
+    }
 }
 
 async fn provider() -> Option<Arc<dyn Provider>> {

@@ -11,6 +11,7 @@ mod provider;
 mod proxy;
 pub mod scenarios;
 mod tenure;
+mod work;
 
 pub use counting::OpCounter;
 pub use failure::{fmt_duration, within, ScenarioFailure, ScenarioResult};
@@ -20,6 +21,7 @@ pub use harness::Scenario;
 pub use provider::{provider_url, LayeredProvider, MemoryProvider, Provider};
 pub use proxy::{FaultProxy, ProxyMode};
 pub use tenure::{check_tenures, Tenure, TenureRecorder};
+pub use work::{check_work, WorkRecorder, WorkSpan};
 
 /// Calls `$cb!($($args)* ; name, name, ...)` with every scenario's name: the one list the test
 /// macro and [`SCENARIOS`] are both built from.
@@ -62,6 +64,11 @@ macro_rules! __with_scenario_names {
             elections_share_one_handle,
             herd_bounded_store_ops,
             zombie_leader_health,
+            work_handover_on_stop,
+            work_handover_on_release,
+            work_handover_on_health,
+            work_handover_on_deadline,
+            work_dropped_when_lease_broken,
         }
     };
 }

@@ -11,6 +11,7 @@ mod events;
 mod faults;
 mod scale;
 mod store;
+mod work;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -29,6 +30,7 @@ pub use self::events::*;
 pub use self::faults::*;
 pub use self::scale::*;
 pub use self::store::*;
+pub use self::work::*;
 use crate::{fmt_duration, within, FaultControl, FaultLayer, FaultProxy, Provider, ProxyMode, ScenarioFailure};
 
 type Res<T> = Result<T, ScenarioFailure>;
