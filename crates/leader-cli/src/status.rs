@@ -24,7 +24,7 @@ pub(crate) struct StatusArgs {
 pub(crate) async fn status(args: StatusArgs) -> leader::Result<()> {
     let config = args.config.as_deref().map(leader::Config::from_file).transpose()?;
     let url = crate::run::required(args.store.clone(), config.as_ref().map(|c| c.store.clone()), "--store")?;
-    let store = leader::connect(&url).await?;
+    let store = crate::args::connect(&url).await?;
     let rows: Vec<(String, Option<LeaderInfo>)> = if args.elections.is_empty() {
         match store.list("").await {
             Ok(all) => all.into_iter().map(|l| (l.election.clone(), Some(l))).collect(),

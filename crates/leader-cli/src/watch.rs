@@ -30,7 +30,7 @@ pub(crate) async fn watch(args: WatchArgs) -> leader::Result<()> {
     leader::validate_election_name(&args.election)?;
     let config = args.config.as_deref().map(leader::Config::from_file).transpose()?;
     let url = crate::run::required(args.store.clone(), config.as_ref().map(|c| c.store.clone()), "--store")?;
-    let store = leader::connect(&url).await?;
+    let store = crate::args::connect(&url).await?;
     let mut holders = leader::observe(store, args.election.clone(), args.poll);
     while let Some(item) = holders.next().await {
         let now = humantime::format_rfc3339_millis(SystemTime::now());
