@@ -10,6 +10,27 @@
 //! stderr.
 
 #![deny(clippy::unwrap_used, clippy::expect_used)]
+
+/// `eprintln!` that never panics: stderr may be closed, and `leader run` must not die of it while
+/// its command runs.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// `println!` that ends the calling function with `Ok(())` once stdout is closed
+/// (`leader watch ... | head -1`), instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if writeln!(std::io::stdout(), $($arg)*).is_err() {
+            return Ok(());
+        }
+    }};
+}
+
 mod args;
 mod faults;
 mod run;
@@ -59,7 +80,7 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) if e.use_stderr() => {
             let text = e.to_string();
-            eprintln!("leader: {}", text.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: "));
+            say!("leader: {}", text.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: "));
             return ExitCode::from(EXIT_USAGE);
         }
         Err(e) => {
@@ -68,7 +89,7 @@ fn main() -> ExitCode {
         }
     };
     if let Err(e) = faults::init() {
-        eprintln!("leader: error: {e}");
+        say!("leader: error: {e}");
         return ExitCode::from(EXIT_USAGE);
     }
     if let Command::Watchdog(args) = cli.command {
@@ -79,7 +100,7 @@ fn main() -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("leader: error: cannot start the runtime: {e}");
+            say!("leader: error: cannot start the runtime: {e}");
             return ExitCode::from(EXIT_FAILED);
         }
     };
@@ -94,7 +115,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("leader: error: {e}");
+            say!("leader: error: {e}");
             match e.kind() {
                 ErrorKind::InvalidArgument => ExitCode::from(EXIT_USAGE),
                 _ => ExitCode::from(EXIT_FAILED),

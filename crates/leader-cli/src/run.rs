@@ -145,7 +145,7 @@ async fn campaign(plan: &Plan, signals: &mut Signals, watchdog: &mut Watchdog) -
     let election = builder.build()?;
     let result = lead_and_run(plan, &election, signals, watchdog).await;
     if let Err(e) = election.stop().await {
-        eprintln!("leader: could not release {}: {e}", plan.election);
+        say!("leader: could not release {}: {e}", plan.election);
     }
     result
 }
@@ -154,11 +154,11 @@ async fn campaign(plan: &Plan, signals: &mut Signals, watchdog: &mut Watchdog) -
 fn stops(sig: Signal) -> Option<u8> {
     match sig {
         Signal::SIGUSR1 | Signal::SIGUSR2 => {
-            eprintln!("leader: {sig} ignored: the command is not running");
+            say!("leader: {sig} ignored: the command is not running");
             None
         }
         sig => {
-            eprintln!("leader: {sig}; leaving the election");
+            say!("leader: {sig}; leaving the election");
             Some(128 + sig as i32 as u8)
         }
     }
@@ -180,24 +180,24 @@ async fn lead_and_run(
         tokio::select! {
             change = changes.next() => match change {
                 None => {
-                    eprintln!("leader: error: the election's change stream ended before this process led");
+                    say!("leader: error: the election's change stream ended before this process led");
                     return Ok(EXIT_FAILED);
                 }
                 Some(change) => match change.kind {
                     ChangeKind::Acquired => if let Some(l) = election.leadership().filter(Leadership::is_valid) { break l },
                     _ => match (&change.current, election.health().refused) {
-                        (Some(l), _) => eprintln!("leader: waiting; {} leads {} (token {})", l.participant_id, plan.election, l.token),
+                        (Some(l), _) => say!("leader: waiting; {} leads {} (token {})", l.participant_id, plan.election, l.token),
                         (None, Some(r)) => {
-                            eprintln!("leader: {}", refusal_line(&r));
+                            say!("leader: {}", refusal_line(&r));
                             refusal_shown = Some(r.reason);
                         }
-                        (None, None) => eprintln!("leader: waiting; nobody leads {} yet", plan.election),
+                        (None, None) => say!("leader: waiting; nobody leads {} yet", plan.election),
                     },
                 },
             },
             _ = look.tick() => match election.health().refused {
                 Some(r) if refusal_shown.as_deref() != Some(r.reason.as_str()) => {
-                    eprintln!("leader: {}", refusal_line(&r));
+                    say!("leader: {}", refusal_line(&r));
                     refusal_shown = Some(r.reason);
                 }
                 Some(_) => {}
@@ -206,16 +206,16 @@ async fn lead_and_run(
             sig = signals.recv() => if let Some(code) = stops(sig) { return Ok(code) },
             status = watchdog.exited() => {
                 let why = status.map_or_else(|e| e.to_string(), |s| s.to_string());
-                eprintln!("leader: error: the watchdog exited ({why}); leaving the election");
+                say!("leader: error: the watchdog exited ({why}); leaving the election");
                 return Ok(EXIT_FAILED);
             }
         }
     };
-    eprintln!("leader: leading {} with token {}; starting {:?}", plan.election, leadership.token(), plan.command);
+    say!("leader: leading {} with token {}; starting {:?}", plan.election, leadership.token(), plan.command);
     let mut child = match spawn_command(&plan.command, election, &leadership) {
         Ok(child) => child,
         Err(e) => {
-            eprintln!("leader: cannot run {:?}: {e}", plan.command[0]);
+            say!("leader: cannot run {:?}: {e}", plan.command[0]);
             return Ok(spawn_error_code(&e));
         }
     };
@@ -274,7 +274,7 @@ async fn supervise(
         }
     };
     if let Err(e) = watchdog.group(pid, deadline_ms(leadership)).await {
-        eprintln!("leader: error: cannot reach the watchdog ({e}); stopping the command");
+        say!("leader: error: cannot reach the watchdog ({e}); stopping the command");
         begin(&mut ending, Cause::Failed, Signal::SIGTERM);
     }
     let refresh = (plan.options.renew_interval / 4).min(Duration::from_millis(250));
@@ -290,14 +290,14 @@ async fn supervise(
             _ = leadership.lost(), if !lost_seen => {
                 lost_seen = true;
                 if ending.is_none() {
-                    eprintln!("leader: leadership of {name} lost; stopping the command");
+                    say!("leader: leadership of {name} lost; stopping the command");
                 }
                 begin(&mut ending, Cause::Lost, Signal::SIGTERM);
             }
             status = child.wait() => match status {
                 Ok(status) => break Some(status),
                 Err(e) => {
-                    eprintln!("leader: error: cannot wait for the command ({e}); killing its group");
+                    say!("leader: error: cannot wait for the command ({e}); killing its group");
                     let _ = killpg(group, Signal::SIGKILL);
                     begin(&mut ending, Cause::Failed, Signal::SIGKILL);
                     break None;
@@ -305,7 +305,7 @@ async fn supervise(
             },
             _ = tokio::time::sleep_until(kill_at.unwrap_or_else(Instant::now)), if kill_at.is_some() && !killed => {
                 killed = true;
-                eprintln!("leader: the command did not end within --grace {}; killing its group", human(grace));
+                say!("leader: the command did not end within --grace {}; killing its group", human(grace));
                 let _ = killpg(group, Signal::SIGKILL);
             }
             status = watchdog.exited() => {
@@ -313,13 +313,13 @@ async fn supervise(
                     Ok(s) if s.code() == Some(watchdog::EXIT_DEADLINE as i32) => {
                         // The watchdog saw the deadline pass before we did (we were stopped or starved).
                         if ending.is_none() {
-                            eprintln!("leader: leadership of {name} lost (the watchdog stopped the command)");
+                            say!("leader: leadership of {name} lost (the watchdog stopped the command)");
                         }
                         begin(&mut ending, Cause::Lost, Signal::SIGTERM);
                     }
                     status => {
                         let why = status.map_or_else(|e| e.to_string(), |s| s.to_string());
-                        eprintln!("leader: error: the watchdog exited ({why}); stopping the command");
+                        say!("leader: error: the watchdog exited ({why}); stopping the command");
                         begin(&mut ending, Cause::Failed, Signal::SIGTERM);
                     }
                 }
@@ -330,7 +330,7 @@ async fn supervise(
                     let _ = kill(cmd, sig);
                 }
                 sig => {
-                    eprintln!("leader: {sig}; passing it to the command's group");
+                    say!("leader: {sig}; passing it to the command's group");
                     // Every such signal is passed on (a second Ctrl-C too); the first cause counts.
                     if ending.is_some() {
                         let _ = killpg(group, sig);
@@ -341,7 +341,7 @@ async fn supervise(
             _ = tick.tick() => {
                 if let Err(e) = watchdog.deadline(deadline_ms(leadership)).await {
                     if ending.is_none() {
-                        eprintln!("leader: error: cannot reach the watchdog ({e}); stopping the command");
+                        say!("leader: error: cannot reach the watchdog ({e}); stopping the command");
                     }
                     begin(&mut ending, Cause::Failed, Signal::SIGTERM);
                 }
@@ -349,8 +349,8 @@ async fn supervise(
         }
     };
     match (&ending, status) {
-        (None, Some(status)) => eprintln!("leader: command exited ({status})"),
-        (Some(_), Some(status)) => eprintln!("leader: command ended ({status})"),
+        (None, Some(status)) => say!("leader: command exited ({status})"),
+        (Some(_), Some(status)) => say!("leader: command ended ({status})"),
         _ => {}
     }
     // What CMD started may still run in its group: stop it before the lease is released.
@@ -359,7 +359,7 @@ async fn supervise(
         None => Instant::now() + grace,
     };
     clear_group(group, ending.is_none(), kill_at).await;
-    eprintln!("leader: releasing {name}");
+    say!("leader: releasing {name}");
     match (ending.map(|e| e.cause), status) {
         (None, Some(status)) => exit_code(status),
         (Some(Cause::Lost), _) => EXIT_LOST,
@@ -375,7 +375,7 @@ async fn clear_group(group: Pid, term: bool, kill_at: Instant) {
         return;
     }
     if term {
-        eprintln!("leader: stopping what the command left in its process group");
+        say!("leader: stopping what the command left in its process group");
         let _ = killpg(group, Signal::SIGTERM);
     }
     while alive() && Instant::now() < kill_at {
@@ -387,9 +387,7 @@ async fn clear_group(group: Pid, term: bool, kill_at: Instant) {
     while alive() {
         let _ = killpg(group, Signal::SIGKILL);
         if Instant::now() > dead_by {
-            eprintln!(
-                "leader: warning: processes of the command's group {group} survive SIGKILL (uninterruptible sleep?)"
-            );
+            say!("leader: warning: processes of the command's group {group} survive SIGKILL (uninterruptible sleep?)");
             return;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -467,7 +465,7 @@ fn exit_code(status: ExitStatus) -> u8 {
 
 /// Says why `leader` itself failed: exit code 125.
 fn failure(why: impl std::fmt::Display) -> ExitCode {
-    eprintln!("leader: error: {why}");
+    say!("leader: error: {why}");
     ExitCode::from(EXIT_FAILED)
 }
 

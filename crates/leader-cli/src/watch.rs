@@ -37,11 +37,11 @@ pub(crate) async fn watch(args: WatchArgs) -> leader::Result<()> {
         match item {
             Ok(holder) if args.json => {
                 let line = serde_json::json!({ "at": now.to_string(), "election": args.election, "leader": holder });
-                println!("{line}");
+                out!("{line}");
             }
-            Ok(Some(l)) => println!("{now} {}: leader is {} (token {})", args.election, l.participant_id, l.token),
-            Ok(None) => println!("{now} {}: no leader", args.election),
-            Err(e) => eprintln!("{now} {}: store error: {e}", args.election),
+            Ok(Some(l)) => out!("{now} {}: leader is {} (token {})", args.election, l.participant_id, l.token),
+            Ok(None) => out!("{now} {}: no leader", args.election),
+            Err(e) => say!("{now} {}: store error: {e}", args.election),
         }
     }
     Ok(())

@@ -96,7 +96,7 @@ pub(crate) fn main(args: WatchdogArgs) -> ExitCode {
                         break;
                     }
                 }
-                None => eprintln!("leader watchdog: ignoring {line:?}"),
+                None => say!("leader watchdog: ignoring {line:?}"),
             }
         }
         // End of input: `leader run` is gone; dropping tx tells the main loop.
@@ -136,7 +136,7 @@ pub(crate) fn main(args: WatchdogArgs) -> ExitCode {
     };
     let Some(group) = group else { return ExitCode::SUCCESS };
     if crate::faults::get().watchdog_inert {
-        eprintln!("leader watchdog: test fault watchdog-inert: not stopping the command");
+        say!("leader watchdog: test fault watchdog-inert: not stopping the command");
     } else {
         terminate_group(group, Duration::from_millis(args.grace_ms));
     }

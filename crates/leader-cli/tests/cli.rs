@@ -356,7 +356,8 @@ fn status_and_watch_show_the_holder() {
     let out = Command::new(BIN).args(["status", "--store", &dir.store()]).output().expect("status");
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.lines().any(|l| l.starts_with("cli") && l.contains(" a ") && l.contains("zone=eu")), "{table}");
-    let mut watch = Command::new(BIN)
+    let mut watch = dir
+        .leader("w")
         .args(["watch", "--store", &dir.store(), "cli", "--json"])
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -365,7 +366,11 @@ fn status_and_watch_show_the_holder() {
     let first = std::io::BufRead::lines(std::io::BufReader::new(stdout)).next().expect("a line").expect("utf-8");
     let line: serde_json::Value = serde_json::from_str(&first).expect("json line");
     assert_eq!(line["leader"]["participant_id"], "a");
-    reap(watch);
+    // Its reader is gone (as with `| head -1`): at the next change watch ends quietly, exit 0.
+    signal(a.id() as i32, Signal::SIGTERM);
+    let status = wait_exit(&mut watch, LIMIT);
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(dir.stderr("w"), "", "no panic message");
     reap(a);
 }
 
