@@ -498,3 +498,41 @@ impl Signals {
         futures::future::select_all(next).await.0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use super::*;
+
+    #[test]
+    fn refusal_line_names_the_end_and_the_reason() {
+        let until = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let r = RefusedReport {
+            reason: "restart quarantine".into(),
+            until: Some(until),
+            remaining: Some(Duration::from_secs(12)),
+        };
+        assert_eq!(
+            refusal_line(&r),
+            "waiting; the store refuses to elect until 2027-01-15T08:00:00Z (in 12s): restart quarantine"
+        );
+        let r = RefusedReport { reason: "no quorum".into(), until: None, remaining: None };
+        assert_eq!(refusal_line(&r), "waiting; the store refuses to elect for now (it gives no end): no quorum");
+    }
+
+    #[test]
+    fn spawn_errors_map_as_timeout_does() {
+        let code = |errno| spawn_error_code(&std::io::Error::from_raw_os_error(errno));
+        assert_eq!(code(nix::libc::ENOENT), EXIT_NOT_FOUND);
+        assert_eq!(code(nix::libc::EACCES), EXIT_CANNOT_INVOKE);
+        assert_eq!(code(nix::libc::ENOEXEC), EXIT_CANNOT_INVOKE);
+        assert_eq!(code(nix::libc::EAGAIN), EXIT_FAILED);
+    }
+
+    #[test]
+    fn a_signalled_command_exits_128_plus_n() {
+        assert_eq!(exit_code(ExitStatus::from_raw(9)), 137);
+        assert_eq!(exit_code(ExitStatus::from_raw(7 << 8)), 7);
+    }
+}

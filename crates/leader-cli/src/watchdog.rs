@@ -275,3 +275,26 @@ fn executable() -> std::io::Result<std::path::PathBuf> {
     #[cfg(not(target_os = "linux"))]
     return std::env::current_exe();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_protocol_and_nothing_else() {
+        assert!(matches!(parse("GROUP 4242"), Some(Msg::Group(p)) if p.as_raw() == 4242));
+        assert!(matches!(parse("DEADLINE 17"), Some(Msg::Deadline(17))));
+        assert!(matches!(parse("STOP"), Some(Msg::Stop)));
+        // Never a group that would signal every process (0, -1) or init (1).
+        for bad in ["GROUP 0", "GROUP -1", "GROUP 1", "GROUP x", "DEADLINE -3", "STOP now", "", "HELLO"] {
+            assert!(parse(bad).is_none(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_shared_clock_moves() {
+        let a = now_ms();
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(now_ms() >= a + 20 && a != u64::MAX);
+    }
+}
