@@ -45,15 +45,22 @@ impl Inner {
         }
     }
 
-    /// Creates this instance's candidate node, and the election node first if needed.
-    async fn create_candidate(&self, s: &Session, epath: &str, instance_id: &str, data: &[u8]) -> Result<String> {
+    /// Creates this instance's candidate node, and the election node first if needed: its path
+    /// and stat.
+    async fn create_candidate(
+        &self,
+        s: &Session,
+        epath: &str,
+        instance_id: &str,
+        data: &[u8],
+    ) -> Result<(String, Stat)> {
         let prefix = nodes::node_prefix(epath, instance_id);
         let opts = CreateMode::EphemeralSequential.with_acls(self.acls());
         for _ in 0..3 {
             match s.client.create(&prefix, data, &opts).await {
-                Ok((_, seq)) => {
+                Ok((stat, seq)) => {
                     self.created.send_modify(|n| *n += 1);
-                    return Ok(format!("{prefix}{seq}"));
+                    return Ok((format!("{prefix}{seq}"), stat));
                 }
                 Err(zk::Error::NoNode) => self.ensure_election(s, epath).await?,
                 Err(e) => return Err(zk_error("create candidate under", epath)(e)),
@@ -74,7 +81,9 @@ impl Inner {
             instance_id: req.instance_id.clone(),
             metadata: req.metadata.clone(),
         };
-        let mut created = false;
+        // The node this call created, with its stat: ours, with `wanted` as its data, and proven
+        // alive at the ensemble leader by the create itself (a write goes through the leader).
+        let mut created: Option<(String, Stat)> = None;
         for _ in 0..ROUNDS {
             let candidates = self.candidates(&s, &epath).await?.unwrap_or_default();
             // Find our node among the children (GUID protection: a create whose reply was lost is
@@ -82,19 +91,32 @@ impl Inner {
             // instance id from an earlier session of this store is stale (that session ended, or
             // after a server restart, may linger until the server expires it): delete it now. A
             // node of any other session is not ours, whatever its name says.
-            let mut own: Option<Candidate> = None;
+            //
+            // The listing comes from the server we are connected to, which may lag the ensemble: a
+            // node of ours that the ensemble leader already deleted (our session expired while that
+            // server was cut off from it) would still be listed. So before answering `Acquired`,
+            // our node is read through the ensemble leader (`synced`), unless this call created
+            // it. The node heading the listing is read that way at once (one round trip either way).
+            let mut own: Option<(Candidate, Vec<u8>, Stat, bool)> = None;
             let mut gone = HashSet::new();
             for c in candidates.iter().filter(|c| c.instance_id == req.instance_id) {
                 let path = format!("{epath}/{}", c.name);
                 if self.guards.expired(&path) {
-                    // The lease guard gave this node up (not renewed in time); it is being deleted.
+                    // The node guard gave this node up (nobody stood behind it); it is being deleted.
                     gone.insert(c.name.clone());
                     continue;
                 }
-                match self.get(&s, &path).await? {
-                    Some((_, stat)) if stat.ephemeral_owner == s.id => {
+                let (found, synced) = match &created {
+                    Some((p, stat)) if *p == path => (Some((wanted.encode(), stat.clone())), true),
+                    _ if candidates.first().is_some_and(|first| first.name == c.name) => {
+                        (self.synced_get(&s, &path).await?, true)
+                    }
+                    _ => (self.get(&s, &path).await?, false),
+                };
+                match found {
+                    Some((data, stat)) if stat.ephemeral_owner == s.id => {
                         if own.is_none() {
-                            own = Some(c.clone());
+                            own = Some((c.clone(), data, stat, synced));
                         } else {
                             // A second node of ours (cannot happen while calls are serialised
                             // per instance): keep the older one.
@@ -112,14 +134,13 @@ impl Inner {
                     }
                 }
             }
-            let Some(own) = own else {
-                if created {
+            let Some((own, data, stat, synced)) = own else {
+                if created.is_some() {
                     // Our new node vanished before we saw it (election path deleted from outside):
                     // start over with a new one.
                     tracing::debug!(election = %req.election, "own candidate node vanished; creating another");
                 }
-                self.create_candidate(&s, &epath, &req.instance_id, &wanted.encode()).await?;
-                created = true;
+                created = Some(self.create_candidate(&s, &epath, &req.instance_id, &wanted.encode()).await?);
                 continue;
             };
             let Some(lowest) = candidates.iter().find(|c| !gone.contains(&c.name)) else { continue };
@@ -128,14 +149,16 @@ impl Inner {
                 NodeRef { path: &own_path, session_id: s.id, election: &req.election, instance: &req.instance_id };
             if lowest.name == own.name {
                 // Ours and created by this very session (the Curator double-leader bug, CURATOR-696,
-                // was granting leadership on the lowest node of an earlier session). The listing
-                // came from the server we are connected to, which may lag the ensemble: a node of
-                // ours that the ensemble leader already deleted (our session expired while that
-                // server was cut off from it) would still be listed. Confirm it through the leader.
-                let Some((data, stat)) = self.synced_get(&s, &own_path).await? else { continue };
-                if stat.ephemeral_owner != s.id {
-                    continue;
-                }
+                // was granting leadership on the lowest node of an earlier session), and seen
+                // through the ensemble leader.
+                let (data, stat) = if synced {
+                    (data, stat)
+                } else {
+                    match self.synced_get(&s, &own_path).await? {
+                        Some((data, stat)) if stat.ephemeral_owner == s.id => (data, stat),
+                        _ => continue,
+                    }
+                };
                 let Some((data, stat)) = self.publish(&s, &own_path, &wanted, data, stat).await? else { continue };
                 if !self.touch_leader(&node, req.ttl) {
                     continue;
