@@ -124,7 +124,8 @@ impl ConsulStore {
         // Kept before anything else can be awaited: a cancelled acquire that already created the
         // session finds it again on its retry (and so finds its own lock, same token). If another
         // call for the same instance cached one first, that one is used (ours expires unused).
-        let cached = lock(&self.inner.sessions).entry((req.election.clone(), req.instance_id.clone())).or_insert(id).clone();
+        let cached =
+            lock(&self.inner.sessions).entry((req.election.clone(), req.instance_id.clone())).or_insert(id).clone();
         Ok((cached, true))
     }
 
@@ -521,7 +522,8 @@ impl leader_core::RawFloor for Floor {
             ttl: Duration::from_secs(15),
             metadata: Metadata::new(),
         };
-        let session = self.session.get_or_try_init(|| async { Ok::<_, Error>(self.store.session_for(&req).await?.0) }).await?;
+        let session =
+            self.session.get_or_try_init(|| async { Ok::<_, Error>(self.store.session_for(&req).await?.0) }).await?;
         let value =
             LeaseValue { participant_id: req.participant_id, instance_id: req.instance_id, metadata: Metadata::new() }
                 .encode()?;

@@ -107,7 +107,7 @@ impl Inner {
                     continue;
                 }
                 let (found, synced) = match &created {
-                    Some((p, stat)) if *p == path => (Some((wanted.encode(), stat.clone())), true),
+                    Some((p, stat)) if *p == path => (Some((wanted.encode(), *stat)), true),
                     _ if candidates.first().is_some_and(|first| first.name == c.name) => {
                         (self.synced_get(&s, &path).await?, true)
                     }
