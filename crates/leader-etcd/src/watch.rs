@@ -1,0 +1,46 @@
+//! Push hints: an etcd watch on the election's key. Every change of the key (a new holder, a
+//! metadata update, a release, a deletion by lease expiry) wakes the stream's reader, which then
+//! reads the state itself.
+//!
+//! Each [`stream`] is one gRPC watch stream on the store's connection, driven by a task of its own
+//! (so it is established even while nobody polls it) that ends when the reader drops the stream.
+//! The watch starts at the key's current revision; a change between the reader's last look and
+//! the moment the server created the watch would go unseen, so the stream yields one hint as soon
+//! as the watch is in place. The stream ends (the reader polls and watches again later) when the
+//! watch cannot be created, the connection breaks, or the server cancels the watch (a member that
+//! lost its leader cancels its watches, as the client asks it to).
+
+use futures::stream::{BoxStream, StreamExt};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+/// A hint stream for `key`; `None` outside a tokio runtime (the caller polls).
+pub(crate) fn stream(client: &etcd_client::Client, key: String) -> Option<BoxStream<'static, ()>> {
+    let runtime = tokio::runtime::Handle::try_current().ok()?;
+    // Capacity 1: hints merge while the reader is busy; one pending hint is as good as many.
+    let (tx, rx) = mpsc::channel::<()>(1);
+    let mut watches = client.watch_client();
+    runtime.spawn(async move {
+        let run = async {
+            let mut stream = watches.watch(key.as_str(), None).await?;
+            while let Some(resp) = stream.message().await? {
+                if resp.canceled() {
+                    tracing::debug!(key = %key, reason = %resp.cancel_reason(), "leader-etcd: watch cancelled by the server");
+                    break;
+                }
+                // `created`: the watch is in place (the owed hint); events: the key changed.
+                if resp.created() || !resp.events().is_empty() {
+                    let _ = tx.try_send(());
+                }
+            }
+            Ok::<_, etcd_client::Error>(())
+        };
+        tokio::select! {
+            result = run => if let Err(e) = result {
+                tracing::debug!(error = %e, "leader-etcd: watch ended");
+            },
+            _ = tx.closed() => {}
+        }
+    });
+    Some(ReceiverStream::new(rx).map(|()| ()).boxed())
+}
