@@ -1,6 +1,8 @@
 # etcd (standalone, one member) for leader-etcd's tests: client port 52379 (plain) and 52381
-# (TLS, with a throwaway CA made by openssl, when openssl is there), peer port 52380, all on
-# loopback; data under $STATE/etcd. Never 2379: a packaged etcd service may own it.
+# (TLS with client certificates, from a throwaway CA made by openssl, when openssl is there; the
+# TLS test finds the CA and the endpoint under $STATE/etcd/tls), peer port 52380, all on loopback;
+# log and TLS files under $STATE/etcd, data in memory (see etcd_data_dir). Never 2379: a packaged
+# etcd service may own it.
 # Sourced by scripts/servers.
 #
 # Debian's etcd-server (3.4) and etcd-client (etcdctl) packages. protobuf-compiler comes along:
@@ -12,6 +14,18 @@ ETCD_PEER_PORT=52380
 ETCD_TLS_PORT=52381
 
 etcd_dir() { echo "$STATE/etcd"; }
+
+# etcd fsyncs its write-ahead log on every write, and on a disk shared with builds one fsync can
+# take seconds (seen here: 3.8 s), far beyond a test lease. The test server keeps its data in
+# memory (tmpfs) where there is one, as the PostgreSQL test server runs with fsync off; the data
+# survives restarts of the server (not of the machine), which the restart tests need.
+etcd_data_dir() {
+  if [ -d /dev/shm ] && [ -w /dev/shm ]; then
+    echo "/dev/shm/leader-servers-$(printf '%s' "$STATE" | md5sum | cut -c1-8)/etcd"
+  else
+    echo "$(etcd_dir)/data"
+  fi
+}
 
 # Installs etcd, etcdctl and protoc from Debian's packages if any is missing.
 etcd_install() {
@@ -67,10 +81,15 @@ up_etcd() {
   local tls_args=()
   if etcd_tls "$dir"; then
     clients="$clients,https://127.0.0.1:$ETCD_TLS_PORT"
-    tls_args=(--cert-file "$dir/tls/server.crt" --key-file "$dir/tls/server.key")
+    # Clients of the TLS port must show a certificate of the test CA too (the TLS test checks both).
+    tls_args=(--cert-file "$dir/tls/server.crt" --key-file "$dir/tls/server.key"
+      --client-cert-auth --trusted-ca-file "$dir/tls/ca.crt")
+    echo "127.0.0.1:$ETCD_TLS_PORT" >"$dir/tls/endpoint"
   fi
   local peer="http://127.0.0.1:$ETCD_PEER_PORT"
-  nohup etcd --name leader-test --data-dir "$dir/data" \
+  local data; data="$(etcd_data_dir)"
+  mkdir -p "$(dirname "$data")"
+  nohup etcd --name leader-test --data-dir "$data" \
     --listen-client-urls "$clients" --advertise-client-urls "$clients" \
     --listen-peer-urls "$peer" --initial-advertise-peer-urls "$peer" \
     --initial-cluster "leader-test=$peer" --initial-cluster-token leader-test \

@@ -331,8 +331,9 @@ impl EtcdStoreBuilder {
         ))
     }
 
-    /// Checks the settings, connects and learns the server's smallest lease TTL (it grants a
-    /// 1-second lease, reads the TTL the server gave it, and revokes it). The store serves every
+    /// Checks the settings, connects, learns the server's smallest lease TTL (it grants a
+    /// 1-second lease, reads the TTL the server gave it, and revokes it) and reads one key under
+    /// the prefix (so that missing credentials or permissions show now). The store serves every
     /// election under the prefix; clones share its connections.
     ///
     /// # Errors
@@ -424,7 +425,10 @@ pub(crate) fn validate_prefix(prefix: &str) -> Result<()> {
         return Err(Error::invalid_argument(format!("key prefix {prefix:?} does not start with '/'; {rule}")));
     };
     if prefix.len() > MAX_PREFIX {
-        return Err(Error::invalid_argument(format!("key prefix is {} bytes; the limit is {MAX_PREFIX}", prefix.len())));
+        return Err(Error::invalid_argument(format!(
+            "key prefix is {} bytes; the limit is {MAX_PREFIX}",
+            prefix.len()
+        )));
     }
     for segment in rest.split('/') {
         let ok = !segment.is_empty()
@@ -432,7 +436,9 @@ pub(crate) fn validate_prefix(prefix: &str) -> Result<()> {
             && segment != ".."
             && segment.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':'));
         if !ok {
-            return Err(Error::invalid_argument(format!("key prefix {prefix:?} has a bad segment {segment:?}; {rule}")));
+            return Err(Error::invalid_argument(format!(
+                "key prefix {prefix:?} has a bad segment {segment:?}; {rule}"
+            )));
         }
     }
     Ok(())
@@ -473,10 +479,8 @@ fn percent_decode(s: &str, what: &str, shown: &str) -> Result<String> {
 
 fn parse_url(url: &str) -> Result<EtcdConfig> {
     let shown = redact(url);
-    let (scheme, rest) = url
-        .split_once("://")
-        .filter(|(s, _)| SCHEMES.contains(&s.to_ascii_lowercase().as_str()))
-        .ok_or_else(|| {
+    let (scheme, rest) =
+        url.split_once("://").filter(|(s, _)| SCHEMES.contains(&s.to_ascii_lowercase().as_str())).ok_or_else(|| {
             Error::invalid_argument(format!(
                 "URL {shown:?} is not an etcd URL; expected etcd://host:port[,host:port]/prefix (schemes {SCHEMES:?})"
             ))
@@ -495,7 +499,9 @@ fn parse_url(url: &str) -> Result<EtcdConfig> {
         None => (None, authority),
     };
     if hosts.is_empty() {
-        return Err(Error::invalid_argument(format!("URL {shown:?} names no server; expected etcd://host:port/prefix")));
+        return Err(Error::invalid_argument(format!(
+            "URL {shown:?} names no server; expected etcd://host:port/prefix"
+        )));
     }
     let mut endpoints = Vec::new();
     for host in hosts.split(',') {

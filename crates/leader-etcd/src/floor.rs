@@ -37,8 +37,13 @@ impl Floor {
             }
         }
         let secs = i64::try_from(FLOOR_TTL.as_secs()).unwrap_or(60);
-        let resp =
-            self.store.client().lease_client().grant(secs, None).await.map_err(|e| etcd_error("lease grant", e))?;
+        let resp = self
+            .store
+            .inner
+            .endpoints
+            .call(|c| async move { c.lease_client().grant(secs, None).await })
+            .await
+            .map_err(|e| etcd_error("lease grant", e))?;
         *lease = Some((resp.id(), Instant::now()));
         Ok(resp.id())
     }
@@ -66,7 +71,7 @@ impl RawFloor for Floor {
         };
         let resp = self
             .store
-            .txn("floor", EtcdStore::acquire_txn(&key, &value, lease))
+            .txn(EtcdStore::acquire_txn(&key, &value, lease))
             .await
             .map_err(|e| etcd_error("floor txn", e))?;
         if !resp.succeeded() {

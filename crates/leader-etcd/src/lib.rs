@@ -3,6 +3,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
 mod config;
+mod endpoints;
 mod error;
 mod floor;
 mod store;

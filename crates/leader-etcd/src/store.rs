@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::config::{EtcdStoreBuilder, Tls};
+use crate::endpoints::Endpoints;
 use crate::error::{etcd_error, lease_not_found};
 
 /// etcd's largest lease TTL (`MaxLeaseTTL`, 9 000 000 000 s).
@@ -39,9 +40,8 @@ pub struct EtcdStore {
 }
 
 pub(crate) struct Inner {
-    pub(crate) client: Client,
+    pub(crate) endpoints: Arc<Endpoints>,
     pub(crate) prefix: String,
-    endpoints: Vec<String>,
     /// The server's smallest lease TTL, in seconds (learnt when connecting).
     min_ttl: u64,
     /// The etcd lease of each participant (election, instance id) on this handle; see `OwnLease`.
@@ -85,7 +85,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl std::fmt::Debug for EtcdStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EtcdStore")
-            .field("endpoints", &self.inner.endpoints)
+            .field("endpoints", &self.inner.endpoints.urls())
             .field("prefix", &self.inner.prefix)
             .field("min_lease_ttl_s", &self.inner.min_ttl)
             .field("authenticated", &self.inner.authenticated)
@@ -134,18 +134,16 @@ impl EtcdStore {
                 true
             }
         };
-        let connect = Client::connect(urls.clone(), Some(options));
-        let client = match tokio::time::timeout(b.connect_timeout + b.request_timeout, connect).await {
-            Ok(Ok(client)) => client,
-            Ok(Err(e)) => return Err(etcd_error("connect", e)),
+        let endpoints = Arc::new(Endpoints::new(urls.clone(), options));
+        let limit = (b.connect_timeout + b.request_timeout) * 2;
+        let min_ttl = match tokio::time::timeout(limit, probe(&endpoints, &b.prefix)).await {
+            Ok(result) => result?,
             Err(_) => return Err(Error::unavailable(format!("no etcd endpoint of {urls:?} answered in time"))),
         };
-        let min_ttl = probe_min_ttl(&client).await?;
         Ok(EtcdStore {
             inner: Arc::new(Inner {
-                client,
+                endpoints,
                 prefix: b.prefix,
-                endpoints: urls,
                 min_ttl,
                 leases: Mutex::new(HashMap::new()),
                 authenticated: b.user.is_some(),
@@ -154,11 +152,14 @@ impl EtcdStore {
         })
     }
 
-    /// The etcd client of this store (a clone: same connections), for what this crate does not
-    /// wrap: reading the keys, administration, tests that delete a key or revoke a lease from
-    /// outside.
-    pub fn client(&self) -> Client {
-        self.inner.client.clone()
+    /// The etcd client of this store's current endpoint (a clone: same connection), for what
+    /// this crate does not wrap: reading the keys, administration, tests that delete a key or
+    /// revoke a lease from outside.
+    ///
+    /// # Errors
+    /// When the client cannot be made (with credentials, it authenticates on first use).
+    pub async fn client(&self) -> Result<Client> {
+        self.inner.endpoints.current_client().await.map_err(|e| etcd_error("connect", e))
     }
 
     /// The key prefix every election lives under.
@@ -231,11 +232,8 @@ impl EtcdStore {
             leases.retain(|_, l| l.alive_until > now);
         }
         let alive_until = sent + Duration::from_secs(ttl);
-        let entry = leases.entry((election.to_owned(), instance.to_owned())).or_insert(OwnLease {
-            id,
-            ttl,
-            alive_until,
-        });
+        let entry =
+            leases.entry((election.to_owned(), instance.to_owned())).or_insert(OwnLease { id, ttl, alive_until });
         if entry.id != id {
             *entry = OwnLease { id, ttl, alive_until };
         } else if alive_until > entry.alive_until {
@@ -255,11 +253,11 @@ impl EtcdStore {
     /// Grants a fresh lease for (election, instance) and remembers it.
     async fn grant(&self, election: &str, instance: &str, ttl: u64) -> Result<OwnLease> {
         let sent = Instant::now();
+        let secs = i64::try_from(ttl).unwrap_or(i64::MAX);
         let resp = self
             .inner
-            .client
-            .lease_client()
-            .grant(i64::try_from(ttl).unwrap_or(i64::MAX), None)
+            .endpoints
+            .call(|c| async move { c.lease_client().grant(secs, None).await })
             .await
             .map_err(|e| etcd_error("lease grant", e))?;
         let granted = u64::try_from(resp.ttl()).unwrap_or(0);
@@ -276,7 +274,7 @@ impl EtcdStore {
     /// One keep-alive of lease `id`: `Ok(true)` when the server refreshed it to its full TTL,
     /// `Ok(false)` when the lease is gone (expired or revoked).
     pub(crate) async fn keep_alive(&self, id: i64) -> Result<bool> {
-        match self.inner.client.lease_client().keep_alive(id).await {
+        match self.inner.endpoints.call(|c| async move { c.lease_client().keep_alive(id).await }).await {
             Ok(_) => Ok(true),
             Err(e) if lease_not_found(&e) => Ok(false),
             Err(e) => Err(etcd_error("lease keep-alive", e)),
@@ -285,13 +283,23 @@ impl EtcdStore {
 
     // ---- reading ---------------------------------------------------------------------------
 
-    pub(crate) async fn txn(&self, op: &str, txn: Txn) -> std::result::Result<TxnResponse, etcd_client::Error> {
-        let _ = op;
-        self.inner.client.kv_client().txn(txn).await
+    pub(crate) async fn txn(&self, txn: Txn) -> std::result::Result<TxnResponse, etcd_client::Error> {
+        self.inner
+            .endpoints
+            .call(|c| {
+                let txn = txn.clone();
+                async move { c.kv_client().txn(txn).await }
+            })
+            .await
     }
 
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
-        let mut resp = self.inner.client.kv_client().get(key, None).await.map_err(|e| etcd_error("get", e))?;
+        let mut resp = self
+            .inner
+            .endpoints
+            .call(|c| async move { c.kv_client().get(key, None).await })
+            .await
+            .map_err(|e| etcd_error("get", e))?;
         Ok(resp.take_kvs().into_iter().next())
     }
 
@@ -333,8 +341,11 @@ impl EtcdStore {
     }
 
     fn encode(participant_id: &str, instance_id: &str, metadata: &Metadata) -> Result<Vec<u8>> {
-        let record =
-            Record { participant_id: participant_id.to_owned(), instance_id: instance_id.to_owned(), metadata: metadata.clone() };
+        let record = Record {
+            participant_id: participant_id.to_owned(),
+            instance_id: instance_id.to_owned(),
+            metadata: metadata.clone(),
+        };
         serde_json::to_vec(&record).map_err(|e| Error::invalid_argument("metadata does not serialise").with_source(e))
     }
 
@@ -369,10 +380,12 @@ impl EtcdStore {
         if kv.lease() == own.id && kv.value() == value {
             return Ok(Some(rev));
         }
-        let txn = Txn::new()
-            .when([Compare::create_revision(key, CompareOp::Equal, rev)])
-            .and_then([TxnOp::put(key, value, Some(PutOptions::new().with_lease(own.id)))]);
-        match self.txn("acquire", txn).await {
+        let txn = Txn::new().when([Compare::create_revision(key, CompareOp::Equal, rev)]).and_then([TxnOp::put(
+            key,
+            value,
+            Some(PutOptions::new().with_lease(own.id)),
+        )]);
+        match self.txn(txn).await {
             Ok(r) if r.succeeded() => Ok(Some(rev)),
             Ok(_) => Ok(None),
             Err(e) if lease_not_found(&e) => Ok(None),
@@ -397,7 +410,7 @@ impl EtcdStore {
                     // on it while a keep-alive, sent at the same time, gives it its full TTL again.
                     // Both must succeed: then the key lives at least `ttl` from `sent`.
                     let (txn, alive) =
-                        tokio::join!(self.txn("acquire", Self::acquire_txn(&key, &value, own.id)), self.keep_alive(own.id));
+                        tokio::join!(self.txn(Self::acquire_txn(&key, &value, own.id)), self.keep_alive(own.id));
                     match alive {
                         Ok(true) => self.remember(election, instance, own.id, ttl, sent),
                         Ok(false) => {
@@ -420,7 +433,7 @@ impl EtcdStore {
                         _ => {}
                     }
                     let own = self.grant(election, instance, ttl).await?;
-                    let txn = self.txn("acquire", Self::acquire_txn(&key, &value, own.id)).await;
+                    let txn = self.txn(Self::acquire_txn(&key, &value, own.id)).await;
                     (own, txn)
                 }
             };
@@ -472,7 +485,7 @@ impl EtcdStore {
             Compare::create_revision(key.as_str(), CompareOp::Equal, token),
             Compare::lease(key.as_str(), CompareOp::Equal, handle.lease_id),
         ]);
-        let (alive, checked) = tokio::join!(self.keep_alive(handle.lease_id), self.txn("renew", check));
+        let (alive, checked) = tokio::join!(self.keep_alive(handle.lease_id), self.txn(check));
         if !alive? {
             self.forget(&lease.election, &lease.instance_id, Some(handle.lease_id));
             return Ok(None);
@@ -489,10 +502,12 @@ impl EtcdStore {
     /// Binds our key (create revision `token`) to a fresh lease of ours with `ttl`, keeping its value.
     async fn rebind(&self, lease: &Lease, key: &str, token: i64, ttl: u64) -> Result<Option<Lease>> {
         let own = self.grant(&lease.election, &lease.instance_id, ttl).await?;
-        let txn = Txn::new()
-            .when([Compare::create_revision(key, CompareOp::Equal, token)])
-            .and_then([TxnOp::put(key, "", Some(PutOptions::new().with_lease(own.id).with_ignore_value()))]);
-        match self.txn("renew", txn).await {
+        let txn = Txn::new().when([Compare::create_revision(key, CompareOp::Equal, token)]).and_then([TxnOp::put(
+            key,
+            "",
+            Some(PutOptions::new().with_lease(own.id).with_ignore_value()),
+        )]);
+        match self.txn(txn).await {
             Ok(r) if r.succeeded() => {
                 let mut renewed = lease.clone();
                 renewed.expires_in = Some(Duration::from_secs(ttl));
@@ -510,15 +525,28 @@ fn token_param(lease: &Lease) -> Result<i64> {
         .map_err(|_| Error::invalid_argument(format!("token {} is not an etcd revision", lease.token)))
 }
 
-/// Grants a 1-second lease and revokes it: the TTL the server gave is its minimum.
-async fn probe_min_ttl(client: &Client) -> Result<u64> {
-    let mut leases = client.lease_client();
-    let resp = leases.grant(1, None).await.map_err(|e| etcd_error("connect (lease grant)", e))?;
+/// What a new store asks the cluster: its smallest lease TTL (it grants a 1-second lease and
+/// revokes it: the TTL the server gave is its minimum), and one read under the prefix, so that
+/// missing credentials or permissions show now rather than at the first election.
+async fn probe(endpoints: &Endpoints, prefix: &str) -> Result<u64> {
+    let resp = endpoints
+        .call(|c| async move { c.lease_client().grant(1, None).await })
+        .await
+        .map_err(|e| etcd_error("connect (lease grant)", e))?;
     let ttl = u64::try_from(resp.ttl()).unwrap_or(1).max(1);
-    if let Err(e) = leases.revoke(resp.id()).await {
+    let id = resp.id();
+    if let Err(e) = endpoints.call(|c| async move { c.lease_client().revoke(id).await }).await {
         // It expires by itself in a few seconds.
         tracing::debug!(error = %e, "leader-etcd: could not revoke the probe lease");
     }
+    let key = format!("{prefix}/");
+    endpoints
+        .call(|c| {
+            let key = key.clone();
+            async move { c.kv_client().get(key, None).await }
+        })
+        .await
+        .map_err(|e| etcd_error("connect (read under the prefix)", e))?;
     Ok(ttl)
 }
 
@@ -547,7 +575,7 @@ impl LeaseStore for EtcdStore {
         let txn = Txn::new()
             .when([Compare::create_revision(key.as_str(), CompareOp::Equal, token_param(lease)?)])
             .and_then([TxnOp::delete(key.as_str(), None)]);
-        let resp = self.txn("release", txn).await.map_err(|e| etcd_error("release", e))?;
+        let resp = self.txn(txn).await.map_err(|e| etcd_error("release", e))?;
         Ok(resp.succeeded())
     }
 
@@ -560,7 +588,7 @@ impl LeaseStore for EtcdStore {
         let txn = Txn::new()
             .when([Compare::create_revision(key.as_str(), CompareOp::Equal, token_param(lease)?)])
             .and_then([TxnOp::put(key.as_str(), value, Some(PutOptions::new().with_ignore_lease()))]);
-        let resp = self.txn("update_metadata", txn).await.map_err(|e| etcd_error("update_metadata", e))?;
+        let resp = self.txn(txn).await.map_err(|e| etcd_error("update_metadata", e))?;
         if !resp.succeeded() {
             return Ok(None);
         }
@@ -574,7 +602,7 @@ impl LeaseStore for EtcdStore {
     async fn withdraw(&self, election: &str, instance_id: &str) -> Result<()> {
         let own = lock(&self.inner.leases).remove(&(election.to_owned(), instance_id.to_owned()));
         let Some(own) = own else { return Ok(()) };
-        match self.inner.client.lease_client().revoke(own.id).await {
+        match self.inner.endpoints.call(|c| async move { c.lease_client().revoke(own.id).await }).await {
             Ok(_) => Ok(()),
             Err(e) if lease_not_found(&e) => Ok(()),
             Err(e) => Err(etcd_error("lease revoke", e)),
@@ -594,9 +622,11 @@ impl LeaseStore for EtcdStore {
         let range = format!("{start}{prefix}");
         let mut resp = self
             .inner
-            .client
-            .kv_client()
-            .get(range, Some(GetOptions::new().with_prefix()))
+            .endpoints
+            .call(|c| {
+                let range = range.clone();
+                async move { c.kv_client().get(range, Some(GetOptions::new().with_prefix())).await }
+            })
             .await
             .map_err(|e| etcd_error("list", e))?;
         let mut out = Vec::new();
@@ -614,7 +644,7 @@ impl LeaseStore for EtcdStore {
         if validate_election_name(election).is_err() || instance_id.is_some_and(|i| validate_instance_id(i).is_err()) {
             return None;
         }
-        crate::watch::stream(&self.inner.client, self.key_unchecked(election))
+        crate::watch::stream(&self.inner.endpoints, self.key_unchecked(election))
     }
 
     fn capabilities(&self) -> Capabilities {

@@ -10,19 +10,24 @@
 //! watch cannot be created, the connection breaks, or the server cancels the watch (a member that
 //! lost its leader cancels its watches, as the client asks it to).
 
+use std::sync::Arc;
+
 use futures::stream::{BoxStream, StreamExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::endpoints::Endpoints;
+
 /// A hint stream for `key`; `None` outside a tokio runtime (the caller polls).
-pub(crate) fn stream(client: &etcd_client::Client, key: String) -> Option<BoxStream<'static, ()>> {
+pub(crate) fn stream(endpoints: &Arc<Endpoints>, key: String) -> Option<BoxStream<'static, ()>> {
     let runtime = tokio::runtime::Handle::try_current().ok()?;
     // Capacity 1: hints merge while the reader is busy; one pending hint is as good as many.
     let (tx, rx) = mpsc::channel::<()>(1);
-    let mut watches = client.watch_client();
+    let endpoints = endpoints.clone();
     runtime.spawn(async move {
         let run = async {
-            let mut stream = watches.watch(key.as_str(), None).await?;
+            let watched = key.as_str();
+            let mut stream = endpoints.call(|c| async move { c.watch_client().watch(watched, None).await }).await?;
             while let Some(resp) = stream.message().await? {
                 if resp.canceled() {
                     tracing::debug!(key = %key, reason = %resp.cancel_reason(), "leader-etcd: watch cancelled by the server");

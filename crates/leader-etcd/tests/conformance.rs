@@ -53,7 +53,7 @@ impl Provider for Etcd {
 
 async fn break_lease(admin: &EtcdStore, election: &str) -> Result<()> {
     let key = admin.key(election)?;
-    let mut client = admin.client();
+    let mut client = admin.client().await?;
     let resp = client.get(key.as_str(), None).await.map_err(|e| leader_core::Error::backend(e.to_string()))?;
     if let Some(kv) = resp.kvs().first() {
         client.lease_revoke(kv.lease()).await.map_err(|e| leader_core::Error::backend(e.to_string()))?;
