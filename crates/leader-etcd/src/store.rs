@@ -46,6 +46,8 @@ pub(crate) struct Inner {
     min_ttl: u64,
     /// The etcd lease of each participant (election, instance id) on this handle; see `OwnLease`.
     leases: Mutex<HashMap<(String, String), OwnLease>>,
+    /// An open keep-alive stream per lease id we keep alive (see `keep_alive`).
+    keepers: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<Option<Keeper>>>>>,
     authenticated: bool,
     tls: bool,
 }
@@ -60,6 +62,24 @@ struct OwnLease {
     /// Our estimate of when the server expires it: the send time of the last grant or keep-alive
     /// that succeeded, plus the TTL. The server never expires it earlier (same clock rate).
     alive_until: Instant,
+}
+
+/// A keep-alive stream of one lease, kept open between calls: a keep-alive on it is one message
+/// each way, where opening a stream per call costs the stream's setup on both sides too.
+struct Keeper {
+    keeper: etcd_client::LeaseKeeper,
+    answers: etcd_client::LeaseKeepAliveStream,
+}
+
+impl Keeper {
+    /// One keep-alive: the TTL the server answered (0: the lease is gone).
+    async fn exchange(&mut self) -> std::result::Result<i64, etcd_client::Error> {
+        self.keeper.keep_alive().await?;
+        match self.answers.message().await? {
+            Some(answer) => Ok(answer.ttl()),
+            None => Err(etcd_client::Error::WatchError("the keep-alive stream ended".into())),
+        }
+    }
 }
 
 /// What a [`Lease`] of ours carries in its [`LeaseHandle`]: the etcd lease the key is bound to.
@@ -146,6 +166,7 @@ impl EtcdStore {
                 prefix: b.prefix,
                 min_ttl,
                 leases: Mutex::new(HashMap::new()),
+                keepers: Mutex::new(HashMap::new()),
                 authenticated: b.user.is_some(),
                 tls,
             }),
@@ -227,9 +248,12 @@ impl EtcdStore {
     fn remember(&self, election: &str, instance: &str, id: i64, ttl: u64, sent: Instant) {
         let mut leases = lock(&self.inner.leases);
         let now = Instant::now();
-        // Forget leases that have surely expired (participants that went away).
+        // Forget leases that have surely expired (participants that went away), and their
+        // keep-alive streams.
         if leases.len() >= 64 {
             leases.retain(|_, l| l.alive_until > now);
+            let live: std::collections::HashSet<i64> = leases.values().map(|l| l.id).collect();
+            lock(&self.inner.keepers).retain(|id, _| live.contains(id));
         }
         let alive_until = sent + Duration::from_secs(ttl);
         let entry =
@@ -246,7 +270,9 @@ impl EtcdStore {
         let mut leases = lock(&self.inner.leases);
         let key = (election.to_owned(), instance.to_owned());
         if leases.get(&key).is_some_and(|l| id.is_none_or(|id| l.id == id)) {
-            leases.remove(&key);
+            if let Some(gone) = leases.remove(&key) {
+                lock(&self.inner.keepers).remove(&gone.id);
+            }
         }
     }
 
@@ -273,9 +299,30 @@ impl EtcdStore {
 
     /// One keep-alive of lease `id`: `Ok(true)` when the server refreshed it to its full TTL,
     /// `Ok(false)` when the lease is gone (expired or revoked).
+    ///
+    /// It goes over the lease's open keep-alive stream when there is one, else opens one (which
+    /// sends the first keep-alive). The stream is taken out of its slot while in use and put back
+    /// only after a whole exchange: a call dropped half-way (its answer still on the way) drops the
+    /// stream with it, so no later call can read that stale answer.
     pub(crate) async fn keep_alive(&self, id: i64) -> Result<bool> {
+        let slot = lock(&self.inner.keepers).entry(id).or_default().clone();
+        let mut slot = slot.lock().await;
+        if let Some(mut keeper) = slot.take() {
+            match keeper.exchange().await {
+                Ok(ttl) if ttl > 0 => {
+                    *slot = Some(keeper);
+                    return Ok(true);
+                }
+                Ok(_) => return Ok(false),
+                // The stream broke (its member went away): open a new one below.
+                Err(e) => tracing::debug!(error = %e, "leader-etcd: keep-alive stream lost; opening another"),
+            }
+        }
         match self.inner.endpoints.call(|c| async move { c.lease_client().keep_alive(id).await }).await {
-            Ok(_) => Ok(true),
+            Ok((keeper, answers)) => {
+                *slot = Some(Keeper { keeper, answers });
+                Ok(true)
+            }
             Err(e) if lease_not_found(&e) => Ok(false),
             Err(e) => Err(etcd_error("lease keep-alive", e)),
         }
@@ -602,6 +649,7 @@ impl LeaseStore for EtcdStore {
     async fn withdraw(&self, election: &str, instance_id: &str) -> Result<()> {
         let own = lock(&self.inner.leases).remove(&(election.to_owned(), instance_id.to_owned()));
         let Some(own) = own else { return Ok(()) };
+        lock(&self.inner.keepers).remove(&own.id);
         match self.inner.endpoints.call(|c| async move { c.lease_client().revoke(own.id).await }).await {
             Ok(_) => Ok(()),
             Err(e) if lease_not_found(&e) => Ok(()),

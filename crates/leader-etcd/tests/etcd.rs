@@ -251,3 +251,22 @@ async fn bad_urls_and_unreachable_servers() {
     let err = EtcdStore::connect("etcd://127.0.0.1:1/x?connect_timeout=1s&request_timeout=1s").await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
 }
+
+#[tokio::test]
+async fn renews_cut_short_leave_nothing_behind_for_the_next_one() {
+    // A renew's keep-alive goes over a stream kept open per lease; a call dropped half-way (the
+    // driver's operation_timeout) must not leave its answer for the next call to read.
+    let Some(url) = url() else { return };
+    let s = store(&url).await;
+    let e = unique("cut-short");
+    let lease = acquired(s.try_acquire(&request(&e, "p", "i")).await.unwrap());
+    for i in 0..30u64 {
+        // Cut at different points of the exchange.
+        let _ = tokio::time::timeout(Duration::from_micros(20 * i), s.renew(&lease, LEASE)).await;
+        assert!(s.renew(&lease, LEASE).await.unwrap().is_some(), "renew {i} after a cut-short one");
+    }
+    // Revoked now: the next renew says so, even over the open stream.
+    let kv = raw_key(&s, &e).await.unwrap();
+    s.client().await.unwrap().lease_revoke(kv.lease()).await.unwrap();
+    assert!(s.renew(&lease, LEASE).await.unwrap().is_none());
+}
