@@ -4,7 +4,7 @@
 //! metadata}` and bound to an etcd lease of the participant that holds it. See the crate docs
 //! for the transactions, the lease scope and the tokens.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -46,6 +46,9 @@ pub(crate) struct Inner {
     min_ttl: u64,
     /// The etcd lease of each participant (election, instance id) on this handle; see `OwnLease`.
     leases: Mutex<HashMap<(String, String), OwnLease>>,
+    /// Keys this handle's watches saw deleted since anyone here last looked at them (see
+    /// `acquire`).
+    pub(crate) freed: Arc<Mutex<HashSet<String>>>,
     /// An open keep-alive stream per lease id we keep alive (see `keep_alive`).
     keepers: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<Option<Keeper>>>>>,
     authenticated: bool,
@@ -167,6 +170,7 @@ impl EtcdStore {
                 min_ttl,
                 leases: Mutex::new(HashMap::new()),
                 keepers: Mutex::new(HashMap::new()),
+                freed: Arc::new(Mutex::new(HashSet::new())),
                 authenticated: b.user.is_some(),
                 tls,
             }),
@@ -449,6 +453,8 @@ impl EtcdStore {
         let key = self.key_unchecked(&req.election);
         let value = Self::encode(&req.participant_id, &req.instance_id, &req.metadata)?;
         let (election, instance) = (req.election.as_str(), req.instance_id.as_str());
+        // Whether a watch of this handle saw the key deleted since it was last looked at here.
+        let mut freed = lock(&self.inner.freed).remove(&key);
         for _ in 0..ATTEMPTS {
             let sent = Instant::now();
             let (own, outcome) = match self.cached_lease(election, instance, ttl) {
@@ -472,12 +478,17 @@ impl EtcdStore {
                 }
                 None => {
                     // No lease of ours: look first, and take a lease only when the election is
-                    // free, so followers cost the cluster no writes.
-                    match self.get(&key).await? {
-                        Some(kv) if Self::instance_of(&kv).as_deref() != Some(instance) => {
-                            return Ok(Acquire::Held(Some(self.lease_of(election, &kv))));
+                    // free, so followers cost the cluster no writes. When a watch of this handle
+                    // has just seen the key deleted (the follower woken by a release or an
+                    // expiry), skip the look: the transaction reads the key anyway if someone
+                    // was faster, and the lease is then wasted.
+                    if !std::mem::take(&mut freed) {
+                        match self.get(&key).await? {
+                            Some(kv) if Self::instance_of(&kv).as_deref() != Some(instance) => {
+                                return Ok(Acquire::Held(Some(self.lease_of(election, &kv))));
+                            }
+                            _ => {}
                         }
-                        _ => {}
                     }
                     let own = self.grant(election, instance, ttl).await?;
                     let txn = self.txn(Self::acquire_txn(&key, &value, own.id)).await;
@@ -692,7 +703,7 @@ impl LeaseStore for EtcdStore {
         if validate_election_name(election).is_err() || instance_id.is_some_and(|i| validate_instance_id(i).is_err()) {
             return None;
         }
-        crate::watch::stream(&self.inner.endpoints, self.key_unchecked(election))
+        crate::watch::stream(&self.inner.endpoints, &self.inner.freed, self.key_unchecked(election))
     }
 
     fn capabilities(&self) -> Capabilities {

@@ -10,7 +10,10 @@
 //! watch cannot be created, the connection breaks, or the server cancels the watch (a member that
 //! lost its leader cancels its watches, as the client asks it to).
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use etcd_client::EventType;
 
 use futures::stream::{BoxStream, StreamExt};
 use tokio::sync::mpsc;
@@ -19,11 +22,18 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::endpoints::Endpoints;
 
 /// A hint stream for `key`; `None` outside a tokio runtime (the caller polls).
-pub(crate) fn stream(endpoints: &Arc<Endpoints>, key: String) -> Option<BoxStream<'static, ()>> {
+/// A delete seen by the watch is recorded in `freed` (the next acquire of the key on this handle
+/// then skips its read).
+pub(crate) fn stream(
+    endpoints: &Arc<Endpoints>,
+    freed: &Arc<Mutex<HashSet<String>>>,
+    key: String,
+) -> Option<BoxStream<'static, ()>> {
     let runtime = tokio::runtime::Handle::try_current().ok()?;
     // Capacity 1: hints merge while the reader is busy; one pending hint is as good as many.
     let (tx, rx) = mpsc::channel::<()>(1);
     let endpoints = endpoints.clone();
+    let freed = freed.clone();
     runtime.spawn(async move {
         let run = async {
             let watched = key.as_str();
@@ -34,6 +44,18 @@ pub(crate) fn stream(endpoints: &Arc<Endpoints>, key: String) -> Option<BoxStrea
                     break;
                 }
                 // `created`: the watch is in place (the owed hint); events: the key changed.
+                if let Some(last) = resp.events().last() {
+                    let mut freed = freed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    if last.event_type() == EventType::Delete {
+                        // Bounded: keys nobody looked at again are forgotten now and then.
+                        if freed.len() >= 4096 {
+                            freed.clear();
+                        }
+                        freed.insert(key.clone());
+                    } else {
+                        freed.remove(&key);
+                    }
+                }
                 if resp.created() || !resp.events().is_empty() {
                     let _ = tx.try_send(());
                 }
