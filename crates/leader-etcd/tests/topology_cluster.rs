@@ -167,6 +167,7 @@ async fn three_member_cluster() {
         new_raft_leader.map(|i| members[i].name.clone())
     );
     // Hand over once more on the two remaining members: tokens grow.
+    assert!(eventually(Duration::from_secs(5), || parts.iter().any(|e| e.is_leader())).await, "a leader");
     let leader = parts.iter().find(|e| e.is_leader()).expect("a leader");
     let token = leader.leadership().unwrap().token();
     assert!(token >= before);
