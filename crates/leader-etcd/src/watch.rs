@@ -13,8 +13,6 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
-use etcd_client::EventType;
-
 use futures::stream::{BoxStream, StreamExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -46,7 +44,9 @@ pub(crate) fn stream(
                 // `created`: the watch is in place (the owed hint); events: the key changed.
                 if let Some(last) = resp.events().last() {
                     let mut freed = freed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                    if last.event_type() == EventType::Delete {
+                    // A deletion's key-value is a tombstone: version 0 (a put's is 1 or more).
+                    // (Not `event_type()`, which panics on a type it does not know.)
+                    if last.kv().is_none_or(|kv| kv.version() == 0) {
                         // Bounded: keys nobody looked at again are forgotten now and then.
                         if freed.len() >= 4096 {
                             freed.clear();
