@@ -1,7 +1,7 @@
 //! # leader
 //!
 //! Distributed leader election over a store you already run — PostgreSQL, Redis, SQL Server,
-//! Consul, ZooKeeper, Azure Blob Storage, a local directory, or memory — so that exactly one
+//! Consul, ZooKeeper, etcd, Azure Blob Storage, a local directory, or memory — so that exactly one
 //! instance of a service does the singleton work.
 //!
 //! This facade re-exports [`leader_core`] and each provider crate behind a cargo feature of the
@@ -35,6 +35,8 @@ pub use config::{Config, ENV_KEYS};
 pub use leader_azblob as azblob;
 #[cfg(feature = "consul")]
 pub use leader_consul as consul;
+#[cfg(feature = "etcd")]
+pub use leader_etcd as etcd;
 #[cfg(feature = "fs")]
 pub use leader_fs as fs;
 #[cfg(feature = "memory")]
@@ -70,6 +72,8 @@ pub fn supported_schemes() -> Vec<&'static str> {
     schemes.extend(leader_zookeeper::SCHEMES);
     #[cfg(feature = "azblob")]
     schemes.extend(leader_azblob::SCHEMES);
+    #[cfg(feature = "etcd")]
+    schemes.extend(leader_etcd::SCHEMES);
     schemes
 }
 
@@ -109,12 +113,16 @@ macro_rules! dispatch {
         if leader_azblob::SCHEMES.contains(&$scheme) {
             return leader_azblob::$f($url).await;
         }
+        #[cfg(feature = "etcd")]
+        if leader_etcd::SCHEMES.contains(&$scheme) {
+            return leader_etcd::$f($url).await;
+        }
         Err(unknown_scheme(&$scheme, $url))
     }};
 }
 
 /// Opens the store a URL names, e.g. `memory://name`, `file:///var/lib/app/leases`,
-/// `postgres://user@host/db`, `redis://host:6379`.
+/// `postgres://user@host/db`, `redis://host:6379`, `etcd://host:2379,host2:2379/prefix`.
 ///
 /// # Errors
 /// [`ErrorKind::InvalidArgument`] for a URL that does not parse or a scheme this build does not

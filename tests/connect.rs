@@ -40,3 +40,19 @@ async fn memory_urls_share_state_by_name() {
     let c = leader::connect("MEMORY://other").await.unwrap();
     assert!(matches!(c.try_acquire(&req("c")).await.unwrap(), Acquire::Acquired(_)));
 }
+
+#[cfg(feature = "etcd")]
+#[tokio::test]
+async fn etcd_urls_open_an_etcd_store() {
+    // A bad etcd URL is refused before any connection, without its password.
+    let Err(err) = leader::connect("etcd://u:hunter2@127.0.0.1:2379/a b").await else { panic!("accepted") };
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+    let Ok(url) = std::env::var("LEADER_TEST_ETCD_URL") else {
+        eprintln!("skipping the etcd part: LEADER_TEST_ETCD_URL is not set");
+        return;
+    };
+    let store = leader::connect(&url).await.unwrap();
+    assert!(store.downcast_ref::<leader::etcd::EtcdStore>().is_some());
+    assert!(store.capabilities().pushes_expiry);
+}

@@ -145,8 +145,9 @@ impl Config {
     }
 }
 
-/// The default lease per provider: 2 s where the store allows it, ZooKeeper's 4 s session timeout,
-/// Consul's 10 s minimum TTL, Azure's 15 s minimum lease.
+/// The default lease per provider: 2 s where the store allows it (etcd's smallest lease TTL with
+/// its default election timeout is 2 s), ZooKeeper's 4 s session timeout, Consul's 10 s minimum
+/// TTL, Azure's 15 s minimum lease.
 pub fn default_lease(provider: &str) -> Duration {
     Duration::from_secs(match provider {
         "zookeeper" => 4,
@@ -242,6 +243,10 @@ pub fn provider_of(url: &str) -> &'static str {
     if leader::consul::SCHEMES.contains(&s) {
         return "consul";
     }
+    #[cfg(feature = "etcd")]
+    if leader::etcd::SCHEMES.contains(&s) {
+        return "etcd";
+    }
     match s {
         "memory" => "memory",
         "file" | "fs" => "fs",
@@ -251,6 +256,7 @@ pub fn provider_of(url: &str) -> &'static str {
         "azblob" | "azure" | "azureblob" => "azblob",
         "sqlserver" | "mssql" => "sqlserver",
         "consul" => "consul",
+        "etcd" | "etcds" => "etcd",
         _ => "unknown",
     }
 }
@@ -286,6 +292,8 @@ mod tests {
         assert_eq!(default_lease("postgres"), Duration::from_secs(2));
         assert_eq!(provider_of("postgresql://x/y"), "postgres");
         assert_eq!(provider_of("file:///tmp/x"), "fs");
+        assert_eq!(provider_of("etcd://127.0.0.1:2379/p"), "etcd");
+        assert_eq!(default_lease("etcd"), Duration::from_secs(2));
         let c = Config::for_store("memory://").map(Config::quick);
         assert!(c.is_ok_and(|c| c.election_counts() == vec![1, 10]));
         let c = Config::for_store("memory://");
