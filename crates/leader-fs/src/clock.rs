@@ -272,15 +272,22 @@ mod tests {
         assert!(Duration::from_nanos(now_ns()) < wall, "counts from boot, not from 1970");
     }
 
-    /// On the portable path the clock is the one `std::time::Instant` reads: elapsed times agree.
+    /// The clock runs at the rate of the one `std::time::Instant` reads (on the portable path it is
+    /// that clock): elapsed times agree. A preemption between paired readings can skew one try,
+    /// so the best of several counts.
     #[test]
     fn elapsed_time_agrees_with_instant() {
-        let (i0, c0) = (std::time::Instant::now(), now_ns());
-        std::thread::sleep(Duration::from_millis(50));
-        let (c1, i1) = (now_ns(), std::time::Instant::now());
-        let clock = Duration::from_nanos(c1 - c0);
-        let instant = i1 - i0;
-        assert!(clock <= instant + Duration::from_millis(5), "{clock:?} vs {instant:?}");
-        assert!(clock + Duration::from_millis(5) >= instant, "{clock:?} vs {instant:?}");
+        let mut best = Duration::MAX;
+        for _ in 0..20 {
+            let (i0, c0) = (std::time::Instant::now(), now_ns());
+            std::thread::sleep(Duration::from_millis(20));
+            let (c1, i1) = (now_ns(), std::time::Instant::now());
+            let clock = Duration::from_nanos(c1 - c0);
+            let instant = i1 - i0;
+            // The clock's interval lies inside Instant's: never longer if it is the same clock.
+            assert!(clock <= instant + Duration::from_millis(1), "{clock:?} vs {instant:?}");
+            best = best.min(instant - clock.min(instant));
+        }
+        assert!(best < Duration::from_millis(2), "elapsed times never agreed within 2 ms: {best:?}");
     }
 }

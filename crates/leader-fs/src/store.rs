@@ -489,8 +489,10 @@ impl Inner {
     fn release(&self, lease: &Lease) -> Result<bool> {
         let Some(slot) = self.slots.get(&lease.election) else { return Ok(false) };
         let mut slot = lock(&slot);
-        let ours =
-            slot.tenure.as_ref().is_some_and(|t| t.holder.instance_id == lease.instance_id && t.token == lease.token.get());
+        let ours = slot
+            .tenure
+            .as_ref()
+            .is_some_and(|t| t.holder.instance_id == lease.instance_id && t.token == lease.token.get());
         if !ours {
             return Ok(false);
         }

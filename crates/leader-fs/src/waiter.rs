@@ -138,13 +138,7 @@ enum Seen {
     Expired(u64),
 }
 
-fn run(
-    dir: &ElectionDir,
-    boot_id: &Option<String>,
-    shared: &Shared,
-    control: &UnixStream,
-    tx: &watch::Sender<u64>,
-) {
+fn run(dir: &ElectionDir, boot_id: &Option<String>, shared: &Shared, control: &UnixStream, tx: &watch::Sender<u64>) {
     let notify = || tx.send_modify(|n| *n = n.wrapping_add(1));
     let mut backoff = MIN_BACKOFF;
     // What the last look saw: None after idling (nothing to compare with).
