@@ -63,6 +63,7 @@ pub(crate) fn wait(fifo: Option<&OwnedFd>, control: &UnixStream, timeout: Option
     if let Some(f) = fifo {
         fds.push(PollFd::from_borrowed_fd(f.as_fd(), events));
     }
+    #[allow(clippy::unnecessary_fallible_conversions)] // `Nsecs` is 32 bits on some systems
     let timeout = timeout.map(|t| Timespec {
         tv_sec: Secs::try_from(t.as_secs()).unwrap_or(Secs::MAX),
         tv_nsec: Nsecs::try_from(t.subsec_nanos()).unwrap_or_default(),
