@@ -83,6 +83,11 @@ fn reap(slots: &Slots) -> Option<Instant> {
             Some(due) => next = Some(next.map_or(due, |n| n.min(due))),
             None => {}
         }
+        // Lost tenures kept locked until their due time (see `Inner::lose`).
+        slot.lingering.retain(|t| t.due > now);
+        for t in &slot.lingering {
+            next = Some(next.map_or(t.due, |n| n.min(t.due)));
+        }
     }
     next
 }

@@ -159,8 +159,24 @@ pub(crate) struct Record {
     pub election: String,
     /// The tenure's fencing token (checked against the file name).
     pub token: u64,
-    /// The holder, or `null` once released (or for a claim made void by `break_lease`).
+    /// The holder, or `null` once released.
     pub holder: Option<Holder>,
+    /// A void tenure never led (a takeover that found the old holder had renewed, or a claim made
+    /// by `break_lease`): readers look through it at the tenure below.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub void: bool,
+}
+
+impl Record {
+    /// A record of tenure `token` of `election`.
+    pub(crate) fn new(election: &str, token: u64, holder: Option<Holder>) -> Record {
+        Record { format: FORMAT, election: election.to_owned(), token, holder, void: false }
+    }
+
+    /// A void record of tenure `token` of `election`.
+    pub(crate) fn void(election: &str, token: u64) -> Record {
+        Record { void: true, ..Record::new(election, token, None) }
+    }
 }
 
 /// One holder's record.
@@ -289,23 +305,45 @@ pub(crate) enum Standing {
 /// The current tenure of an election, as read now.
 #[derive(Debug)]
 pub(crate) struct Current {
-    /// Its token (the highest claim).
+    /// Its token: the highest claim that is not void.
     pub token: u64,
+    /// The highest claim, void or not (the token counter: the next claim is `last + 1`).
+    pub last: u64,
     /// Its latest record.
     pub standing: Standing,
     /// Whether its claim is still locked by its holder.
     pub lock: LockState,
 }
 
+/// What reading one tenure found.
+#[derive(Debug)]
+pub(crate) enum Tenure {
+    /// Its claim is gone (removed after a newer claim).
+    Gone,
+    /// A void tenure: look at the one below.
+    Void,
+    /// A tenure (`last` set to its own token).
+    Found(Current),
+}
+
 /// Reads the current tenure: `Ok(None)` for an election nobody ever claimed.
 ///
-/// Starts again when a newer claim removes the tenure being read.
+/// Void claims are looked through (the tenure below is the current one; with none below, the
+/// lease is free). Starts again when a newer claim removes the tenure being read.
 pub(crate) fn current(dir: &ElectionDir) -> Result<Option<Current>> {
-    for _ in 0..RESOLVE_ATTEMPTS {
-        let Some(token) = dir.max_claim()? else { return Ok(None) };
-        if let Some(c) = tenure(dir, token)? {
-            return Ok(Some(c));
+    'again: for _ in 0..RESOLVE_ATTEMPTS {
+        let mut claims: Vec<u64> =
+            dir.files()?.into_iter().filter(|(k, _, _)| *k == FileKind::Claim).map(|(_, t, _)| t).collect();
+        claims.sort_unstable_by(|a, b| b.cmp(a));
+        let Some(&last) = claims.first() else { return Ok(None) };
+        for token in claims {
+            match tenure(dir, token)? {
+                Tenure::Gone => continue 'again,
+                Tenure::Void => {}
+                Tenure::Found(c) => return Ok(Some(Current { last, ..c })),
+            }
         }
+        return Ok(Some(Current { token: last, last, standing: Standing::Released, lock: LockState::Free }));
     }
     Err(Error::unavailable(format!(
         "the files of election {:?} in {} changed {RESOLVE_ATTEMPTS} times while being read; try again",
@@ -314,29 +352,32 @@ pub(crate) fn current(dir: &ElectionDir) -> Result<Option<Current>> {
     )))
 }
 
-/// Reads tenure `token`: `Ok(None)` if its claim is gone (removed after a newer claim).
-pub(crate) fn tenure(dir: &ElectionDir, token: u64) -> Result<Option<Current>> {
+/// Reads tenure `token`.
+pub(crate) fn tenure(dir: &ElectionDir, token: u64) -> Result<Tenure> {
     let record = match read(&dir.latest(token), &dir.election, token) {
         Ok(Some(r)) => Ok(r),
         Ok(None) => match read(&dir.claim(token), &dir.election, token) {
             Ok(Some(r)) => Ok(r),
-            Ok(None) => return Ok(None),
+            Ok(None) => return Ok(Tenure::Gone),
             Err(e) if is_corrupt(&e) => Err(e),
             Err(e) => return Err(e),
         },
         Err(e) if is_corrupt(&e) => Err(e),
         Err(e) => return Err(e),
     };
+    if record.as_ref().is_ok_and(|r| r.void) {
+        return Ok(Tenure::Void);
+    }
     let lock = lockfile::probe(&dir.claim(token)).map_err(|e| io_error("cannot probe", &dir.claim(token), e))?;
     if lock == LockState::Missing {
-        return Ok(None);
+        return Ok(Tenure::Gone);
     }
     let standing = match record {
         Ok(Record { holder: Some(h), .. }) => Standing::Holder(h),
         Ok(Record { holder: None, .. }) => Standing::Released,
         Err(e) => Standing::Unknown(e),
     };
-    Ok(Some(Current { token, standing, lock }))
+    Ok(Tenure::Found(Current { token, last: token, standing, lock }))
 }
 
 /// Where the current tenure stands, for followers.
@@ -394,11 +435,10 @@ mod tests {
     }
 
     fn sample(token: u64) -> Record {
-        Record {
-            format: FORMAT,
-            election: "jobs".into(),
+        Record::new(
+            "jobs",
             token,
-            holder: Some(Holder {
+            Some(Holder {
                 participant_id: "a".into(),
                 instance_id: "i".into(),
                 acquired_at: SystemTime::UNIX_EPOCH,
@@ -410,7 +450,7 @@ mod tests {
                 ttl_ms: 3000,
                 pid: 1,
             }),
-        }
+        )
     }
 
     #[test]

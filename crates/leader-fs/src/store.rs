@@ -20,7 +20,7 @@ use crate::fifo;
 use crate::hooks::{self, Point};
 use crate::lockfile::{LockState, Locked};
 use crate::reaper::Reaper;
-use crate::state::{self, io_error, Current, ElectionDir, Holder, Phase, Record, Standing, FORMAT};
+use crate::state::{self, io_error, Current, ElectionDir, Holder, Phase, Record, Standing};
 use crate::waiter::Waiter;
 
 /// How many claims an acquire attempts when other participants keep claiming first.
@@ -62,6 +62,9 @@ pub(crate) struct Slots {
 #[derive(Default)]
 pub(crate) struct Slot {
     pub(crate) tenure: Option<Tenure>,
+    /// Tenures lost to a void claim (see [`Inner::lose`]): their locks are kept until their due
+    /// time, when the reaper drops them.
+    pub(crate) lingering: Vec<Tenure>,
 }
 
 /// A lease this handle holds.
@@ -103,7 +106,7 @@ impl Slots {
 
 impl Tenure {
     fn record(&self, holder: Option<Holder>) -> Record {
-        Record { format: FORMAT, election: self.edir.election.clone(), token: self.token, holder }
+        Record::new(&self.edir.election, self.token, holder)
     }
 
     fn view(&self, now: &HostTime) -> Lease {
@@ -165,7 +168,9 @@ impl Drop for Inner {
         // Close our files now rather than when a thread lets go of the slots: as after a crash,
         // the record still names us and the free lock tells everyone we are gone.
         for slot in self.slots.all() {
-            lock(&slot).tenure.take();
+            let mut slot = lock(&slot);
+            slot.tenure.take();
+            slot.lingering.clear();
         }
     }
 }
@@ -245,8 +250,9 @@ impl FsStore {
 
     /// An operator's tool: ends the current tenure of `election` behind its holder's back by
     /// recording a void claim with the next token. The holder's next renew is refused (it steps
-    /// down then, or at its local deadline if that comes first), and the next acquire gets a
-    /// greater token. Returns whether there was a tenure to end (false when the lease is free).
+    /// down then, or at its local deadline if that comes first); until then nobody else may lead
+    /// (the void claim is looked through), and afterwards the next acquire gets a greater token.
+    /// Returns whether there was a tenure to end (false when the lease is free).
     ///
     /// # Errors
     /// `InvalidArgument` for an invalid election name; `Unavailable` on I/O errors.
@@ -320,7 +326,7 @@ impl Inner {
                 return Ok(Acquire::Acquired(t.view(&now)));
             }
             if let Some(t) = slot.tenure.take() {
-                t.give_up("a newer claim exists");
+                self.lose(&mut slot, t);
             }
         }
 
@@ -332,10 +338,10 @@ impl Inner {
                 Some(c) => match c.phase(&now) {
                     Phase::Live(_) => return Ok(Acquire::Held(held_view(&req.election, &c, &now))),
                     // Released, or its holder is gone (its lock is free): nobody else can act.
-                    Phase::Free => (c.token, None),
+                    Phase::Free => (c.last, None),
                     // Expired while its holder still holds the lock (stopped, stuck): take over,
                     // then make sure it did not renew meanwhile.
-                    Phase::Expired => (c.token, Some(c.token)),
+                    Phase::Expired => (c.last, Some(c.token)),
                 },
             };
             let token = last
@@ -376,7 +382,7 @@ impl Inner {
     /// goes on with the next token. Otherwise the takeover stands.
     fn confirm_takeover(&self, tenure: Tenure, previous: u64) -> Result<std::result::Result<Tenure, Acquire>> {
         let now = self.now();
-        let Some(c) = state::tenure(&tenure.edir, previous)? else { return Ok(Ok(tenure)) };
+        let state::Tenure::Found(c) = state::tenure(&tenure.edir, previous)? else { return Ok(Ok(tenure)) };
         if !matches!(c.phase(&now), Phase::Live(_)) {
             tracing::info!(
                 election = %tenure.edir.election, token = tenure.token, previous,
@@ -389,7 +395,8 @@ impl Inner {
             "leader-fs: the expired holder renewed during the takeover; the claim is voided"
         );
         let path = tenure.edir.latest(tenure.token);
-        let voided = state::replace(&tenure.edir, tenure.token, &path, &tenure.record(None));
+        let voided =
+            state::replace(&tenure.edir, tenure.token, &path, &Record::void(&tenure.edir.election, tenure.token));
         let held = held_view(&tenure.edir.election, &c, &now);
         tenure.give_up("voided");
         voided?;
@@ -399,7 +406,7 @@ impl Inner {
     /// Claims tenure `token`: a complete record, locked, linked to its name `token` (which fails
     /// if another participant claimed it first: `Ok(None)`), with its FIFO renamed into place.
     fn claim(&self, edir: &ElectionDir, token: u64, holder: Holder) -> Result<Option<Tenure>> {
-        let record = Record { format: FORMAT, election: edir.election.clone(), token, holder: Some(holder.clone()) };
+        let record = Record::new(&edir.election, token, Some(holder.clone()));
         let tmp = edir.temp(token, "claim");
         let file = state::write_temp(&tmp, &record)?;
         let remove = |p: &Path| {
@@ -475,7 +482,7 @@ impl Inner {
         let now = self.now();
         if !t.rewrite(&now, change)? {
             if let Some(t) = slot.tenure.take() {
-                t.give_up("a newer claim exists");
+                self.lose(&mut slot, t);
             }
             return Ok(None);
         }
@@ -486,9 +493,32 @@ impl Inner {
         Ok(Some(t.view(&now)))
     }
 
+    /// A tenure of ours found superseded by a renew (or a refreshing acquire), which therefore
+    /// answers "not ours". If a real tenure superseded it, it is given up at once. If only void
+    /// claims did (a takeover called off because we renewed, or `break_lease`), we are still the
+    /// current tenure to everyone else, and our election's local deadline from our last successful
+    /// renew may not have passed yet when it reads the answer: we keep the lock until the
+    /// tenure's due time (after that deadline), so that nobody leads before then.
+    fn lose(&self, slot: &mut Slot, t: Tenure) {
+        match state::current(&t.edir) {
+            Ok(Some(c)) if c.token == t.token && t.due > Instant::now() => {
+                tracing::info!(election = %t.edir.election, token = t.token, "leader-fs lease lost to a void claim; its lock is kept until its TTL");
+                slot.lingering.push(t);
+                self.reaper.kick();
+            }
+            _ => t.give_up("a newer claim exists"),
+        }
+    }
+
     fn release(&self, lease: &Lease) -> Result<bool> {
         let Some(slot) = self.slots.get(&lease.election) else { return Ok(false) };
         let mut slot = lock(&slot);
+        let lingering = |t: &Tenure| t.holder.instance_id == lease.instance_id && t.token == lease.token.get();
+        if let Some(i) = slot.lingering.iter().position(lingering) {
+            // Its election has stepped down already (it was told "not ours"): let it go now.
+            slot.lingering.swap_remove(i).give_up("released after it was lost");
+            return Ok(true);
+        }
         let ours = slot
             .tenure
             .as_ref()
@@ -562,7 +592,7 @@ impl Inner {
             if c.lock != LockState::Free || matches!(c.standing, Standing::Released) {
                 continue; // a live (or stopped) holder, or nothing to clear
             }
-            let record = Record { format: FORMAT, election: name.clone(), token: c.token, holder: None };
+            let record = Record::new(&name, c.token, None);
             state::replace(&edir, c.token, &edir.latest(c.token), &record)?;
             cleared += 1;
         }
@@ -579,10 +609,10 @@ impl Inner {
                 return Ok(false);
             }
             let token = c
-                .token
+                .last
                 .checked_add(1)
                 .ok_or_else(|| Error::backend(format!("fencing token of {election:?} would overflow")))?;
-            let record = Record { format: FORMAT, election: election.to_owned(), token, holder: None };
+            let record = Record::void(election, token);
             let tmp = edir.temp(token, "void");
             drop(state::write_temp(&tmp, &record)?);
             let linked = fs::hard_link(&tmp, edir.claim(token));
@@ -737,32 +767,61 @@ mod tests {
         let _ = fs::remove_dir_all(store.dir());
     }
 
-    /// The race of a renew and a takeover (write-then-look against claim-then-look): when the old
-    /// holder renews after the claimant looked but before it confirmed, neither leads.
+    fn extend(h: &mut Holder, now: &HostTime) {
+        h.expires_ns = now.after(Duration::from_secs(3));
+        h.ttl_ms = 3000;
+    }
+
+    /// The race of a renew and a takeover (write-then-look against claim-then-look), when the old
+    /// holder's renew is written after the claimant looked and looks after the claimant claimed:
+    /// its renew fails, and the claimant, seeing the renewal, voids its claim.
     #[test]
-    fn a_renew_racing_a_takeover_leaves_no_two_leaders() {
+    fn a_renew_written_during_a_takeover_fails_and_voids_the_takeover() {
         let store = temp_store("race");
         let inner = &store.inner;
         let edir = inner.edir("jobs");
         let mut old = stopped_holder(inner, &edir, 1);
-        // The claimant looks (expired) and claims 2 ...
         let now = inner.now();
         let c = state::current(&edir).expect("read").expect("tenure");
         assert_eq!(c.phase(&now), Phase::Expired);
         let claim = inner.claim(&edir, 2, inner.holder(&req("jobs", "b", Duration::from_secs(3)), &now));
         let claim = claim.expect("claim").expect("token 2 is free");
-        // ... the old holder's renew is written now: it sees claim 2 and fails ...
-        let renewed = old.rewrite(&inner.now(), |h, now| {
-            h.expires_ns = now.after(Duration::from_secs(3));
-            h.ttl_ms = 3000;
-        });
+        let renewed = old.rewrite(&inner.now(), extend);
         assert!(!renewed.expect("rewrite"), "the old holder must see the newer claim");
-        // ... and the claimant, looking again, sees the renewal and voids its claim.
         let outcome = inner.confirm_takeover(claim, 1).expect("confirm");
         let Err(Acquire::Held(Some(h))) = outcome else { panic!("expected the takeover to be voided") };
         assert_eq!((h.participant_id.as_str(), h.token), ("stopped", FencingToken::new(1)));
-        assert!(matches!(state::current(&edir).expect("read").expect("tenure").standing, Standing::Released));
         // The election goes on with the next token once the old holder gives up.
+        old.give_up("test");
+        let got = inner.acquire(&req("jobs", "c", Duration::from_secs(3))).expect("acquire");
+        let Acquire::Acquired(lease) = got else { panic!("expected to acquire, got {got:?}") };
+        assert_eq!(lease.token, FencingToken::new(3));
+        let _ = fs::remove_dir_all(store.dir());
+    }
+
+    /// The same race when the old holder's whole renew (write, then look) happens after the
+    /// claimant looked and before it claimed: the renew succeeds, so the old holder leads on. The
+    /// claimant voids its claim, and nobody else may take over while the old holder leads: the
+    /// void claim is looked through.
+    #[test]
+    fn a_renew_completed_during_a_takeover_keeps_the_old_holder_alone() {
+        let store = temp_store("race2");
+        let inner = &store.inner;
+        let edir = inner.edir("jobs");
+        let mut old = stopped_holder(inner, &edir, 1);
+        let now = inner.now();
+        assert_eq!(state::current(&edir).expect("read").expect("tenure").phase(&now), Phase::Expired);
+        assert!(old.rewrite(&inner.now(), extend).expect("rewrite"), "no newer claim yet: renewed");
+        let claim = inner.claim(&edir, 2, inner.holder(&req("jobs", "b", Duration::from_secs(3)), &now));
+        let claim = claim.expect("claim").expect("token 2 is free");
+        let outcome = inner.confirm_takeover(claim, 1).expect("confirm");
+        assert!(matches!(outcome, Err(Acquire::Held(Some(_)))), "the takeover must be voided");
+        // A third participant must not lead while the old holder does.
+        let got = inner.acquire(&req("jobs", "c", Duration::from_secs(3))).expect("acquire");
+        let Acquire::Held(Some(h)) = got else { panic!("expected the old holder to hold, got {got:?}") };
+        assert_eq!((h.participant_id.as_str(), h.token), ("stopped", FencingToken::new(1)));
+        // Its next renew sees the (void) newer claim and fails; then the election goes on.
+        assert!(!old.rewrite(&inner.now(), extend).expect("rewrite"));
         old.give_up("test");
         let got = inner.acquire(&req("jobs", "c", Duration::from_secs(3))).expect("acquire");
         let Acquire::Acquired(lease) = got else { panic!("expected to acquire, got {got:?}") };

@@ -350,13 +350,31 @@ async fn break_lease_makes_the_holder_give_up() -> Result<()> {
     assert!(!b.break_lease("broken").await?, "nothing to break");
     let la = acquired(a.try_acquire(&req("broken", "a", TTL)).await?);
     assert!(b.break_lease("broken").await?);
-    assert!(b.current("broken").await?.is_none());
+    // Until the holder notices, it may still act: nobody else may lead yet.
+    assert_eq!(b.current("broken").await?.map(|l| l.token), Some(la.token));
+    assert!(held(b.try_acquire(&req("broken", "b", TTL)).await?).is_some_and(|h| h.token == la.token));
     assert!(a.renew(&la, TTL).await?.is_none(), "not ours any more");
+    // Told "not ours", its election steps down; its lock is kept until its TTL, because that
+    // election may not have read the answer yet.
+    assert!(held(b.try_acquire(&req("broken", "b", TTL)).await?).is_some_and(|h| h.token == la.token));
     assert!(a.update_metadata(&la, &Metadata::new()).await?.is_none());
-    assert!(!a.release(&la).await?, "already given up");
+    assert!(a.release(&la).await?, "its release lets it go at once");
+    assert!(b.current("broken").await?.is_none());
     let lb = acquired(b.try_acquire(&req("broken", "b", TTL)).await?);
     assert_eq!(lb.token, FencingToken::new(3), "the void claim used token 2");
     assert_eq!(b.break_lease("bad/name").await.err().map(|e| e.kind()), Some(ErrorKind::InvalidArgument));
+
+    // Without a release, the reaper lets go at the TTL, and the followers are pushed.
+    let ttl = Duration::from_millis(800);
+    let start = Instant::now();
+    let la = acquired(a.try_acquire(&req("broken2", "a", ttl)).await?);
+    assert!(b.break_lease("broken2").await?);
+    assert!(a.renew(&la, ttl).await?.is_none());
+    let mut watch = b.watch("broken2", None).expect("fs pushes");
+    tokio::time::timeout(Duration::from_secs(3), watch.next()).await.expect("pushed").expect("item");
+    let lb = acquired(b.try_acquire(&req("broken2", "b", TTL)).await?);
+    assert!(start.elapsed() >= ttl, "not before the TTL of its last successful acquire: {:?}", start.elapsed());
+    assert_eq!(lb.token, FencingToken::new(3));
     Ok(())
 }
 
