@@ -174,7 +174,8 @@ impl Liveness {
 /// Slack for the "further ahead than its TTL" test (the TTL is stored in whole milliseconds).
 const AHEAD_SLACK: Duration = Duration::from_secs(1);
 
-/// Judges `expiry` against `now`.
+/// Judges `expiry` against `now`, which must be read after the record holding `expiry` (else a
+/// record written since that reading could look further ahead than its TTL).
 pub(crate) fn judge(expiry: &Expiry<'_>, now: &HostTime) -> Liveness {
     if expiry.clock != now.clock {
         return Liveness::OtherClock;

@@ -332,8 +332,11 @@ impl Inner {
 
         edir.ensure()?;
         for _ in 0..CLAIM_ATTEMPTS {
+            // The clock is read after the record: an expiry is never judged against a reading
+            // older than its write (see `clock::judge`).
+            let current = state::current(&edir)?;
             let now = self.now();
-            let (last, overdue) = match state::current(&edir)? {
+            let (last, overdue) = match current {
                 None => (0, None),
                 Some(c) => match c.phase(&now) {
                     Phase::Live(_) => return Ok(Acquire::Held(held_view(&req.election, &c, &now))),
@@ -371,8 +374,9 @@ impl Inner {
             return Ok(Acquire::Acquired(lease));
         }
         // Others kept claiming first: report whoever holds now.
+        let current = state::current(&edir)?;
         let now = self.now();
-        Ok(Acquire::Held(state::current(&edir)?.and_then(|c| held_view(&req.election, &c, &now))))
+        Ok(Acquire::Held(current.and_then(|c| held_view(&req.election, &c, &now))))
     }
 
     /// After claiming over an expired holder that still held its lock: reads its record again. If
@@ -381,8 +385,8 @@ impl Inner {
     /// and its holder is reported. Its own next renew sees our claim and fails, so the election
     /// goes on with the next token. Otherwise the takeover stands.
     fn confirm_takeover(&self, tenure: Tenure, previous: u64) -> Result<std::result::Result<Tenure, Acquire>> {
-        let now = self.now();
         let state::Tenure::Found(c) = state::tenure(&tenure.edir, previous)? else { return Ok(Ok(tenure)) };
+        let now = self.now();
         if !matches!(c.phase(&now), Phase::Live(_)) {
             tracing::info!(
                 election = %tenure.edir.election, token = tenure.token, previous,
@@ -536,8 +540,8 @@ impl Inner {
     fn current(&self, election: &str) -> Result<Option<LeaderInfo>> {
         validate_election_name(election)?;
         let edir = self.edir(election);
-        let now = self.now();
         let Some(c) = state::current(&edir)? else { return Ok(None) };
+        let now = self.now();
         match c.phase(&now) {
             Phase::Free | Phase::Expired => Ok(None),
             Phase::Live(_) => match c.standing {
@@ -603,8 +607,8 @@ impl Inner {
         validate_election_name(election)?;
         let edir = self.edir(election);
         for _ in 0..CLAIM_ATTEMPTS {
-            let now = self.now();
             let Some(c) = state::current(&edir)? else { return Ok(false) };
+            let now = self.now();
             if c.phase(&now) == Phase::Free {
                 return Ok(false);
             }
