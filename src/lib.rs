@@ -37,7 +37,7 @@ pub use leader_azblob as azblob;
 pub use leader_consul as consul;
 #[cfg(feature = "etcd")]
 pub use leader_etcd as etcd;
-#[cfg(feature = "fs")]
+#[cfg(all(unix, feature = "fs"))]
 pub use leader_fs as fs;
 #[cfg(feature = "memory")]
 pub use leader_memory as memory;
@@ -58,7 +58,7 @@ pub fn supported_schemes() -> Vec<&'static str> {
     let mut schemes: Vec<&'static str> = Vec::new();
     #[cfg(feature = "memory")]
     schemes.extend(leader_memory::SCHEMES);
-    #[cfg(feature = "fs")]
+    #[cfg(all(unix, feature = "fs"))]
     schemes.extend(leader_fs::SCHEMES);
     #[cfg(feature = "postgres")]
     schemes.extend(leader_postgres::SCHEMES);
@@ -85,9 +85,18 @@ macro_rules! dispatch {
         if leader_memory::SCHEMES.contains(&$scheme) {
             return leader_memory::$f($url).await;
         }
-        #[cfg(feature = "fs")]
+        #[cfg(all(unix, feature = "fs"))]
         if leader_fs::SCHEMES.contains(&$scheme) {
             return leader_fs::$f($url).await;
+        }
+        #[cfg(all(not(unix), feature = "fs"))]
+        if $scheme == "file" {
+            return Err(Error::unsupported(format!(
+                "{:?}: the file:// store (leader-fs) needs a Unix system (flock, FIFOs, hard links); \
+                 this build targets {}",
+                redact($url),
+                std::env::consts::OS
+            )));
         }
         #[cfg(feature = "postgres")]
         if leader_postgres::SCHEMES.contains(&$scheme) {

@@ -77,7 +77,27 @@ pub(crate) fn prepare(dir: &Path) -> Result<PathBuf> {
             )));
         }
     }
+    check_hard_links(&dir, &shown)?;
     Ok(dir)
+}
+
+/// Claims are created with `link(2)`: refuse a file system without hard links at open, with a
+/// clear message, rather than at the first acquire.
+fn check_hard_links(dir: &Path, shown: &str) -> Result<()> {
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let probe = dir.join(format!(".leader-fs-probe.{}.{seq}", std::process::id()));
+    let link = dir.join(format!(".leader-fs-probe.{}.{seq}.link", std::process::id()));
+    std::fs::write(&probe, b"").map_err(|e| unavailable(shown, "is not writable", e))?;
+    let linked = std::fs::hard_link(&probe, &link);
+    let _ = std::fs::remove_file(&probe);
+    let _ = std::fs::remove_file(&link);
+    linked.map_err(|e| {
+        Error::invalid_argument(format!(
+            "{shown:?} is on a file system without hard links ({e}); leader-fs creates its claims with link(2): \
+             use a local POSIX file system (ext4, XFS, Btrfs, ZFS, tmpfs, APFS, UFS)"
+        ))
+    })
 }
 
 fn create(dir: &Path, shown: &str) -> Result<()> {

@@ -1,12 +1,12 @@
 //! The reaper: gives up a tenure of this handle that was not renewed within its TTL.
 //!
-//! A lock is held for as long as its file is open, so without this a leader whose `Election` was
-//! dropped without `stop()`, or whose renewals fail, would block the election until its process
-//! exits. The reaper frees the lock at the tenure's due time, which wakes the followers' waiters:
-//! that is how this store expires a lease. It runs in the holder's process, so a process that is
-//! stopped (SIGSTOP) expires nothing: takeover then waits until it resumes (see the crate docs).
+//! Followers may take over a lease past its expiry anyway (see the crate docs); the reaper makes
+//! that prompt and tidy when the holder's process still runs: a leader whose `Election` was
+//! dropped without `stop()`, or whose renewals fail, releases at the tenure's due time, which
+//! closes its FIFO and wakes the followers' waiters at once.
 
 use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::store::{lock, Slots};
@@ -15,7 +15,8 @@ use crate::store::{lock, Slots};
 pub(crate) struct Reaper {
     slots: Arc<Slots>,
     ctl: Arc<Ctl>,
-    started: Mutex<bool>,
+    /// The thread, once started.
+    thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 #[derive(Default)]
@@ -33,17 +34,17 @@ struct State {
 
 impl Reaper {
     pub(crate) fn new(slots: Arc<Slots>) -> Self {
-        Reaper { slots, ctl: Arc::new(Ctl::default()), started: Mutex::new(false) }
+        Reaper { slots, ctl: Arc::new(Ctl::default()), thread: Mutex::new(None) }
     }
 
     /// A tenure was created or its due time changed.
     pub(crate) fn kick(&self) {
         {
-            let mut started = lock(&self.started);
-            if !*started {
+            let mut thread = lock(&self.thread);
+            if thread.is_none() {
                 let (slots, ctl) = (self.slots.clone(), self.ctl.clone());
                 match std::thread::Builder::new().name("leader-fs-reaper".into()).spawn(move || run(&slots, &ctl)) {
-                    Ok(_) => *started = true,
+                    Ok(t) => *thread = Some(t),
                     Err(e) => {
                         tracing::error!(error = %e, "leader-fs: cannot start the reaper; unrenewed leases are kept until this store is dropped");
                         return;
@@ -55,9 +56,15 @@ impl Reaper {
         self.ctl.cv.notify_all();
     }
 
+    /// Stops the thread and waits for it to exit (it is woken at once).
     pub(crate) fn stop(&self) {
         lock(&self.ctl.state).stop = true;
         self.ctl.cv.notify_all();
+        if let Some(t) = lock(&self.thread).take() {
+            if t.thread().id() != std::thread::current().id() {
+                let _ = t.join();
+            }
+        }
     }
 }
 
@@ -75,6 +82,11 @@ fn reap(slots: &Slots) -> Option<Instant> {
             }
             Some(due) => next = Some(next.map_or(due, |n| n.min(due))),
             None => {}
+        }
+        // Lost tenures kept locked until their due time (see `Inner::lose`).
+        slot.lingering.retain(|t| t.due > now);
+        for t in &slot.lingering {
+            next = Some(next.map_or(t.due, |n| n.min(t.due)));
         }
     }
     next

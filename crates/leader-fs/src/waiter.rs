@@ -1,44 +1,52 @@
-//! The push channel: one OS thread per (store, election) that waits in a blocking `flock` on the
-//! tenure lock, so the kernel wakes it the instant the leader releases, is reaped, or dies.
+//! The push channel: one OS thread per (store handle, watched election) that follows the current
+//! tenure and notifies the watch streams when it changes.
 //!
-//! The thread is a plain `std::thread` (not `spawn_blocking`): it never delays a tokio runtime's
-//! shutdown. While no watch stream is subscribed it sleeps on a condition variable and can be
-//! stopped at once. While it waits in the kernel it cannot be interrupted (no signals in a
-//! library): a stopped waiter exits the moment the lock is next released (at the latest when the
-//! holder's process exits) and notifies nobody.
+//! While a holder lives the thread `poll(2)`s the tenure's FIFO (see `fifo.rs`): the kernel wakes
+//! it the instant the holder releases, gives up or dies. The wait is bounded by the holder's expiry
+//! (and [`MAX_WAIT`]), so a holder that stops renewing (a stopped process still holding its lock)
+//! is noticed when its lease runs out, and it also watches a control socket, so dropping the store
+//! wakes and ends the thread at once. The thread never blocks anywhere else: no kernel lock waits.
 //!
-//! Its cycle, while anyone subscribes:
-//! 1. Probe the tenure lock under the guard (try-lock, unlock at once), so the probe is never seen
-//!    by an acquirer, which takes the guard too.
-//! 2. Held: wait for it in the kernel; when granted, unlock at once and notify (held → free).
-//!    That momentary hold is outside the guard: an acquirer that meets it answers `Held`, and is
-//!    notified again because its own waiter is still queued on the lock or probes it next.
-//! 3. Free: nobody leads and nobody took it yet. Notify again after a backoff (10 ms doubling to
-//!    1 s) while it stays free, so a follower whose attempt failed (an error, a momentary hold)
-//!    tries again; notify when it is seen taken (a new leader), then go to 2.
+//! It is a plain `std::thread` (not `spawn_blocking`), so it never delays a tokio runtime's
+//! shutdown; without subscribers it sleeps in `poll` on the control socket alone.
+//!
+//! Notifications: when the tenure's phase changes (held → free, held → expired, a new tenure), and
+//! again while the lease stays free or expired (after 10 ms, doubling to 1 s), so that a follower
+//! whose attempt failed tries again.
 
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
 use futures::stream::{self, BoxStream, StreamExt};
 use tokio::sync::watch;
 
-use crate::lockfile::{self, Guard};
-use crate::state::Paths;
+use crate::clock::HostTime;
+use crate::fifo::{self, Woken};
+use crate::lockfile::{self, LockState};
+use crate::state::{self, ElectionDir, Phase};
 
 const MIN_BACKOFF: Duration = Duration::from_millis(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// Longest wait on a live holder's FIFO before looking again.
+const MAX_WAIT: Duration = Duration::from_secs(1);
+/// Longest wait on a live holder whose FIFO cannot be used (not there yet, or it woke us without
+/// news): the lock is probed this often instead.
+const POLL_WITHOUT_FIFO: Duration = Duration::from_millis(100);
 
 /// A running waiter thread and the channel its notifications go out on.
 pub(crate) struct Waiter {
     shared: Arc<Shared>,
     rx: watch::Receiver<u64>,
+    thread: Mutex<Option<JoinHandle<()>>>,
 }
 
-#[derive(Default)]
 struct Shared {
     ctl: Mutex<Ctl>,
-    cv: Condvar,
+    /// A byte written here wakes the thread (its end is `run`'s `control`).
+    wake: UnixStream,
 }
 
 #[derive(Default)]
@@ -52,42 +60,25 @@ fn lock(m: &Mutex<Ctl>) -> std::sync::MutexGuard<'_, Ctl> {
 }
 
 impl Shared {
-    /// Blocks until someone subscribes; false if told to stop.
-    fn wait_for_subscribers(&self) -> bool {
-        let mut ctl = lock(&self.ctl);
-        while ctl.subscribers == 0 && !ctl.stop {
-            ctl = self.cv.wait(ctl).unwrap_or_else(std::sync::PoisonError::into_inner);
-        }
-        !ctl.stop
-    }
-
-    /// Sleeps `d` unless told to stop; false if told to stop.
-    fn sleep(&self, d: Duration) -> bool {
-        let deadline = Instant::now() + d;
-        let mut ctl = lock(&self.ctl);
-        while !ctl.stop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return true;
-            }
-            ctl = self.cv.wait_timeout(ctl, left).unwrap_or_else(std::sync::PoisonError::into_inner).0;
-        }
-        false
-    }
-
-    fn stopped(&self) -> bool {
-        lock(&self.ctl).stop
+    fn kick(&self) {
+        // Non-blocking: a full buffer means a wake-up is pending anyway.
+        let _ = (&self.wake).write(&[1]);
     }
 }
 
 impl Waiter {
-    /// Starts the thread for the election whose files are `paths`.
-    pub(crate) fn spawn(paths: Paths) -> std::io::Result<Waiter> {
-        let shared = Arc::new(Shared::default());
+    /// Starts the thread for the election in `dir`.
+    pub(crate) fn spawn(dir: ElectionDir, boot_id: Option<String>) -> std::io::Result<Waiter> {
+        let (wake, control) = UnixStream::pair()?;
+        wake.set_nonblocking(true)?;
+        control.set_nonblocking(true)?;
+        let shared = Arc::new(Shared { ctl: Mutex::new(Ctl::default()), wake });
         let (tx, rx) = watch::channel(0u64);
         let thread_shared = shared.clone();
-        std::thread::Builder::new().name("leader-fs-waiter".into()).spawn(move || run(&paths, &thread_shared, &tx))?;
-        Ok(Waiter { shared, rx })
+        let thread = std::thread::Builder::new()
+            .name("leader-fs-waiter".into())
+            .spawn(move || run(&dir, &boot_id, &thread_shared, &control, &tx))?;
+        Ok(Waiter { shared, rx, thread: Mutex::new(Some(thread)) })
     }
 
     /// Whether the thread still runs (a stream subscribed now would get its notifications).
@@ -108,10 +99,16 @@ impl Waiter {
         .boxed()
     }
 
-    /// Tells the thread to exit (at once if idle or backing off; after its kernel wait otherwise).
+    /// Stops the thread and waits for it to exit (it is woken at once wherever it waits).
     pub(crate) fn stop(&self) {
         lock(&self.shared.ctl).stop = true;
-        self.shared.cv.notify_all();
+        self.shared.kick();
+        let thread = self.thread.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        if let Some(t) = thread {
+            if t.thread().id() != std::thread::current().id() {
+                let _ = t.join();
+            }
+        }
     }
 }
 
@@ -121,7 +118,7 @@ struct Subscription(Arc<Shared>);
 impl Subscription {
     fn new(shared: Arc<Shared>) -> Self {
         lock(&shared.ctl).subscribers += 1;
-        shared.cv.notify_all();
+        shared.kick();
         Subscription(shared)
     }
 }
@@ -133,77 +130,123 @@ impl Drop for Subscription {
     }
 }
 
-/// Whether the tenure lock is free right now, probed under the guard.
-fn probe_free(paths: &Paths, file: &std::fs::File) -> leader_core::Result<bool> {
-    let _guard = Guard::acquire(&paths.guard)?;
-    let free = lockfile::try_lock(file).map_err(|e| crate::state::io_error("cannot probe", &paths.lock, e))?;
-    if free {
-        lockfile::unlock(file).map_err(|e| crate::state::io_error("cannot unlock", &paths.lock, e))?;
-    }
-    Ok(free)
+/// What the thread saw of the election: the tenure and its phase (the time left aside).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    Free(Option<u64>),
+    Live(u64),
+    Expired(u64),
 }
 
-fn run(paths: &Paths, shared: &Shared, tx: &watch::Sender<u64>) {
+fn run(dir: &ElectionDir, boot_id: &Option<String>, shared: &Shared, control: &UnixStream, tx: &watch::Sender<u64>) {
     let notify = || tx.send_modify(|n| *n = n.wrapping_add(1));
-    let file = match lockfile::open(&paths.lock) {
-        Ok(f) => f,
-        Err(e) => {
-            tracing::warn!(error = %e, "leader-fs waiter cannot open the lock file; watch streams end");
-            return;
-        }
-    };
     let mut backoff = MIN_BACKOFF;
-    // What the last probe saw: None after idling (nothing to compare with).
-    let mut was_free: Option<bool> = None;
+    // What the last look saw: None after idling (nothing to compare with).
+    let mut last: Option<Seen> = None;
+    // A tenure whose FIFO woke us without news: its lock is probed instead, after a step that
+    // starts at 1 ms (a dying holder's FIFO may close an instant before its lock is freed) and
+    // grows to POLL_WITHOUT_FIFO (a system that reports a FIFO without writers as readable).
+    let mut distrusted: Option<(u64, Duration)> = None;
+    let mut woken_by_fifo = false;
     loop {
-        {
-            let idle = lock(&shared.ctl).subscribers == 0;
-            if idle {
-                was_free = None;
+        loop {
+            {
+                let ctl = lock(&shared.ctl);
+                if ctl.stop {
+                    return;
+                }
+                if ctl.subscribers > 0 {
+                    break;
+                }
+            }
+            last = None;
+            if let Err(e) = fifo::wait(None, control, None) {
+                tracing::warn!(error = %e, "leader-fs waiter cannot wait; watch streams end");
+                return;
             }
         }
-        if !shared.wait_for_subscribers() {
-            return;
-        }
-        let free = match probe_free(paths, &file) {
-            Ok(free) => free,
+        let current = match state::current(dir) {
+            Ok(c) => c,
             Err(e) => {
-                // A guard held too long (a stopped process) or an I/O error: end the streams, so
-                // the followers poll and watch again later.
+                // An I/O error or a directory changing too fast: end the streams, so the followers
+                // poll and watch again later.
                 tracing::warn!(error = %e, "leader-fs waiter stops; watch streams end");
                 return;
             }
         };
-        if was_free == Some(true) {
-            // Still free (remind the followers) or taken since (a new leader): both are news.
-            notify();
-        }
-        if free {
-            was_free = Some(true);
-            if !shared.sleep(backoff) {
-                return;
+        let now = HostTime::now(boot_id);
+        let (seen, left) = match &current {
+            None => (Seen::Free(None), None),
+            Some(c) => match c.phase(&now) {
+                Phase::Free => (Seen::Free(Some(c.token)), None),
+                Phase::Expired => (Seen::Expired(c.token), None),
+                Phase::Live(left) => (Seen::Live(c.token), left),
+            },
+        };
+        if woken_by_fifo && last == Some(seen) {
+            if let Seen::Live(token) = seen {
+                distrusted = Some((token, Duration::from_millis(1)));
             }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
-            continue;
         }
-        backoff = MIN_BACKOFF;
-        if let Err(e) = lockfile::lock(&file) {
-            tracing::warn!(error = %e, path = %paths.lock.display(), "leader-fs waiter cannot wait for the lock");
-            return;
-        }
-        // Hand the lock straight back: the waiter never leads, it only learns that the lock is free.
-        if let Err(e) = lockfile::unlock(&file) {
-            tracing::warn!(error = %e, path = %paths.lock.display(), "leader-fs waiter cannot unlock; it stops");
-            return; // closing the file on return releases the lock
-        }
-        if shared.stopped() {
-            return;
-        }
-        notify();
-        // Give the woken followers a moment to take it before probing again.
-        was_free = Some(true);
-        if !shared.sleep(MIN_BACKOFF) {
-            return;
+        woken_by_fifo = false;
+        let news = last.is_some_and(|l| l != seen);
+        let was = last.replace(seen);
+        match seen {
+            Seen::Free(_) | Seen::Expired(_) => {
+                // News, or a reminder while it stays so.
+                if news || was == Some(seen) {
+                    notify();
+                }
+                if was != Some(seen) {
+                    backoff = MIN_BACKOFF;
+                }
+                match fifo::wait(None, control, Some(backoff)) {
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "leader-fs waiter cannot wait; watch streams end");
+                        return;
+                    }
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+            Seen::Live(token) => {
+                if news {
+                    notify();
+                }
+                backoff = MIN_BACKOFF;
+                if distrusted.is_some_and(|(t, _)| t != token) {
+                    distrusted = None;
+                }
+                let reader = if distrusted.is_some() { None } else { fifo::open_reader(&dir.fifo(token)).ok() };
+                if reader.is_some() {
+                    // The holder may have gone between the look and the open (then the FIFO may
+                    // never hang up): look again at once if its lock is not held now.
+                    match lockfile::probe(&dir.claim(token)) {
+                        Ok(LockState::Held) => {}
+                        _ => continue,
+                    }
+                }
+                let mut timeout = left.unwrap_or(MAX_WAIT).min(MAX_WAIT) + Duration::from_millis(1);
+                if reader.is_none() {
+                    let step = match &mut distrusted {
+                        Some((_, step)) => {
+                            let now = *step;
+                            *step = (*step * 2).min(POLL_WITHOUT_FIFO);
+                            now
+                        }
+                        None => POLL_WITHOUT_FIFO,
+                    };
+                    timeout = timeout.min(step);
+                }
+                match fifo::wait(reader.as_ref(), control, Some(timeout)) {
+                    Ok(Woken::Channel) => woken_by_fifo = true,
+                    Ok(Woken::Control | Woken::Timeout) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "leader-fs waiter cannot wait; watch streams end");
+                        return;
+                    }
+                }
+            }
         }
     }
 }

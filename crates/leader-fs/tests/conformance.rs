@@ -6,6 +6,9 @@
 //! `tests/process.rs`), so the provider says `frees_lease_when_holder_exits`: the crash scenarios
 //! then skip only their "not before the old lease expired" check, and still check the crash bound
 //! and that no tenures overlap.
+//!
+//! `break_lease` uses [`FsStore::break_lease`]: a void claim with the next token, so the holder's
+//! next renew is refused (it sees a newer claim) and the next acquire gets a greater token.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +37,14 @@ impl Provider for FsProvider {
 
     fn frees_lease_when_holder_exits(&self) -> bool {
         true
+    }
+
+    async fn break_lease(&self, election: &str) -> Option<Result<()>> {
+        let store = match FsStore::open(self.dir.path()) {
+            Ok(s) => s,
+            Err(e) => return Some(Err(e)),
+        };
+        Some(store.break_lease(election).await.map(|_| ()))
     }
 }
 

@@ -91,15 +91,27 @@ async fn acquire_hold_renew_release_and_tokens_grow() -> Result<()> {
 }
 
 #[tokio::test]
-async fn released_state_file_keeps_the_token_and_a_null_holder() -> Result<()> {
+async fn a_release_is_recorded_and_the_claim_keeps_the_counter() -> Result<()> {
     let dir = tempdir();
     let a = FsStore::open(dir.path())?;
     let la = acquired(a.try_acquire(&req("keep", "a", TTL)).await?);
     a.release(&la).await?;
-    let text = std::fs::read_to_string(dir.path().join("keep.lease")).expect("state file");
+    let text = std::fs::read_to_string(dir.path().join("keep/1.lease")).expect("latest record");
     let json: serde_json::Value = serde_json::from_str(&text).expect("json");
     assert_eq!(json["token"], 1);
     assert!(json["holder"].is_null(), "{text}");
+    // The claim names the first holder for good; the next tenure is claim 2, and claim 1 goes.
+    let claim: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("keep/1")).expect("claim")).expect("json");
+    assert_eq!(claim["holder"]["participant_id"], "a");
+    let lb = acquired(a.try_acquire(&req("keep", "b", TTL)).await?);
+    assert_eq!(lb.token, FencingToken::new(2));
+    let mut names: Vec<String> = std::fs::read_dir(dir.path().join("keep"))
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["2", "2.fifo"], "earlier tenures are removed, and no temporary file is left");
     Ok(())
 }
 
@@ -208,74 +220,118 @@ async fn current_and_list() -> Result<()> {
     Ok(())
 }
 
-fn write_state(dir: &std::path::Path, election: &str, body: &str) {
-    std::fs::write(dir.join(format!("{election}.lease")), body).expect("write state");
+/// Writes a claim file by hand.
+fn write_claim(dir: &std::path::Path, election: &str, token: u64, body: &str) {
+    std::fs::create_dir_all(dir.join(election)).expect("mkdir");
+    std::fs::write(dir.join(election).join(token.to_string()), body).expect("write claim");
+}
+
+/// Holds an exclusive `flock` on a claim, as its (stopped) holder would; unlocks on drop.
+struct HeldLock(std::fs::File);
+
+impl HeldLock {
+    fn on(path: std::path::PathBuf) -> HeldLock {
+        let file = std::fs::OpenOptions::new().read(true).open(path).expect("open claim");
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).expect("lock");
+        HeldLock(file)
+    }
+}
+
+impl Drop for HeldLock {
+    fn drop(&mut self) {
+        // Unlock explicitly: closing alone is late if another test thread forks meanwhile (the
+        // child shares the descriptor until it execs).
+        let _ = rustix::fs::flock(&self.0, rustix::fs::FlockOperation::Unlock);
+    }
 }
 
 #[tokio::test]
-async fn a_lease_from_a_previous_boot_is_dead() -> Result<()> {
+async fn a_lease_from_a_previous_boot_is_dead_even_under_a_held_lock() -> Result<()> {
     let dir = tempdir();
     // A holder recorded by another boot, whose expiry looks far in the future of this boot.
-    write_state(
-        dir.path(),
-        "boot",
-        r#"{"format":1,"election":"boot","token":41,"holder":{"participant_id":"old","instance_id":"old-1",
-        "token":41,"acquired_at":"2020-01-01T00:00:00Z","renewed_at":"2020-01-01T00:00:00Z","metadata":{},
-        "boot_id":"00000000-0000-0000-0000-000000000000","expires_boottime_ns":18446744073709551615,"ttl_ms":3000,"pid":1}}"#,
-    );
+    let body = r#"{"format":2,"election":"boot","token":41,"holder":{"participant_id":"old","instance_id":"old-1",
+        "acquired_at":"2020-01-01T00:00:00Z","renewed_at":"2020-01-01T00:00:00Z","metadata":{},"clock":"CLOCK",
+        "boot_id":"00000000-0000-0000-0000-000000000000","expires_ns":18446744073709551615,"ttl_ms":3000,"pid":1}}"#;
+    write_claim(dir.path(), "boot", 41, &body.replace("CLOCK", leader_fs::CLOCK));
     let s = FsStore::open(dir.path())?;
     assert!(s.current("boot").await?.is_none());
-    // Even while something holds the lock for an instant (a waiter), the old record is not shown.
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.path().join("boot.lock"))
-        .expect("open");
-    assert!(rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_ok());
-    assert!(held(s.try_acquire(&req("boot", "new", TTL)).await?).is_none());
-    // Unlock explicitly: closing alone is late if another test thread forks meanwhile (the child
-    // shares the descriptor until it execs).
-    rustix::fs::flock(&lock, rustix::fs::FlockOperation::Unlock).expect("unlock");
-    drop(lock);
+    // Even while something holds its lock, the old record does not hold the election.
+    let lock = HeldLock::on(dir.path().join("boot/41"));
+    assert!(s.current("boot").await?.is_none());
     let l = acquired(s.try_acquire(&req("boot", "new", TTL)).await?);
     assert_eq!(l.token, FencingToken::new(42), "the counter goes on");
+    drop(lock);
     Ok(())
 }
 
 #[tokio::test]
-async fn corrupt_state_without_a_holder_is_a_clear_error_not_a_reset() -> Result<()> {
+async fn an_expired_holder_that_still_holds_its_lock_loses_to_a_follower() -> Result<()> {
+    let dir = tempdir();
+    let a = FsStore::open(dir.path())?;
+    let b = FsStore::open(dir.path())?;
+    let ttl = Duration::from_millis(800);
+    let la = acquired(a.try_acquire(&req("stuck", "a", ttl)).await?);
+    // `a` vanishes but its lock stays held, as by a stopped process: only the record's expiry can
+    // end the tenure now.
+    drop(a);
+    let _lock = HeldLock::on(dir.path().join("stuck/1"));
+    let mut watch = b.watch("stuck", None).expect("fs pushes");
+    let h = held(b.try_acquire(&req("stuck", "b", TTL)).await?).expect("holder named");
+    assert_eq!(h.token, la.token);
+    let left = h.expires_in.expect("time left");
+    assert!(left <= ttl, "{left:?}");
+    let start = Instant::now();
+    // The waiter wakes at the expiry (no release, no death: nothing else would wake it).
+    tokio::time::timeout(Duration::from_secs(3), watch.next()).await.expect("pushed at expiry").expect("item");
+    let woke = start.elapsed();
+    assert!(woke + Duration::from_millis(20) >= left, "woken at {woke:?}, before the expiry in {left:?}");
+    let lb = acquired(b.try_acquire(&req("stuck", "b", TTL)).await?);
+    assert_eq!(lb.token, FencingToken::new(2));
+    assert_eq!(b.current("stuck").await?.map(|l| l.token), Some(lb.token));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_corrupt_record_never_resets_the_counter() -> Result<()> {
     let dir = tempdir();
     let s = FsStore::open(dir.path())?;
-    for (i, body) in ["", "{\"format\":1,\"election\":\"bad\",\"tok", "not json", "{\"format\":9}"].iter().enumerate() {
+    for (i, body) in ["", "{\"format\":2,\"election\":\"bad\",\"tok", "not json", "{\"format\":9}"].iter().enumerate() {
         let election = format!("bad{i}");
-        write_state(dir.path(), &election, &body.replace("bad", &election));
-        let err = s.try_acquire(&req(&election, "a", TTL)).await.expect_err("corrupt state must not be guessed");
-        assert_eq!(err.kind(), ErrorKind::Backend);
-        assert!(err.to_string().contains(&format!("{election}.lease")), "{err}");
-        assert!(s.current(&election).await.is_err());
-        // The failed attempt left the lock free: fixing the file lets the election go on.
-        std::fs::remove_file(dir.path().join(format!("{election}.lease"))).expect("rm");
-        acquired(s.try_acquire(&req(&election, "a", TTL)).await?);
+        write_claim(dir.path(), &election, 5, body);
+        // Nobody holds its lock: the tenure is over whatever the record says.
+        assert!(s.current(&election).await?.is_none());
+        let l = acquired(s.try_acquire(&req(&election, "a", TTL)).await?);
+        assert_eq!(l.token, FencingToken::new(6), "the counter is the claim's name, not its content");
     }
+    // Under a held lock a corrupt record names nobody and cannot be judged: held, and `current`
+    // says why it cannot answer.
+    write_claim(dir.path(), "locked", 3, "garbage");
+    let _lock = HeldLock::on(dir.path().join("locked/3"));
+    assert!(held(s.try_acquire(&req("locked", "a", TTL)).await?).is_none());
+    let err = s.current("locked").await.expect_err("corrupt");
+    assert_eq!(err.kind(), ErrorKind::Backend);
+    assert!(err.to_string().contains("locked/3"), "{err}");
     Ok(())
 }
 
 #[tokio::test]
-async fn corrupt_state_under_a_live_holder_is_repaired_by_it_and_never_makes_two_leaders() -> Result<()> {
+async fn a_damaged_record_under_a_live_holder_is_repaired_by_it_and_never_makes_two_leaders() -> Result<()> {
     let dir = tempdir();
     let a = FsStore::open(dir.path())?;
     let b = FsStore::open(dir.path())?;
     let la = acquired(a.try_acquire(&req("torn", "a", TTL)).await?);
-    // Truncated (as by a crash of a non-atomic writer) and then missing altogether.
-    for damage in [Some(""), Some("{\"format\":1,"), None] {
+    let la = a.renew(&la, TTL).await?.expect("ours"); // now torn/1.lease exists
+    let latest = dir.path().join("torn/1.lease");
+    for damage in [Some(""), Some("{\"format\":2,"), None] {
         match damage {
-            Some(body) => write_state(dir.path(), "torn", body),
-            None => std::fs::remove_file(dir.path().join("torn.lease")).expect("rm"),
+            Some(body) => std::fs::write(&latest, body).expect("damage"),
+            None => std::fs::remove_file(&latest).expect("rm"),
         }
-        // The follower cannot take it (the lock rules) and cannot say who holds it.
-        assert!(held(b.try_acquire(&req("torn", "b", TTL)).await?).is_none());
-        // The holder's renew writes its record back (it holds the lock: its token is the last).
+        // The follower cannot take it (the lock is held); it cannot say who holds a corrupt
+        // record, and falls back on the claim when the latest record is gone.
+        let h = held(b.try_acquire(&req("torn", "b", TTL)).await?);
+        assert_eq!(h.map(|h| h.token), damage.is_none().then_some(la.token));
+        // The holder's renew writes its record back.
         let renewed = a.renew(&la, TTL).await?.expect("still ours");
         assert_eq!(renewed.token, la.token);
         assert_eq!(b.current("torn").await?.map(|l| l.token), Some(la.token));
@@ -287,14 +343,38 @@ async fn corrupt_state_under_a_live_holder_is_repaired_by_it_and_never_makes_two
 }
 
 #[tokio::test]
-async fn a_state_file_rewritten_under_the_holder_makes_it_give_up() -> Result<()> {
+async fn break_lease_makes_the_holder_give_up() -> Result<()> {
     let dir = tempdir();
     let a = FsStore::open(dir.path())?;
-    let la = acquired(a.try_acquire(&req("forged", "a", TTL)).await?);
-    write_state(dir.path(), "forged", r#"{"format":1,"election":"forged","token":9,"holder":null}"#);
+    let b = FsStore::open(dir.path())?;
+    assert!(!b.break_lease("broken").await?, "nothing to break");
+    let la = acquired(a.try_acquire(&req("broken", "a", TTL)).await?);
+    assert!(b.break_lease("broken").await?);
+    // Until the holder notices, it may still act: nobody else may lead yet.
+    assert_eq!(b.current("broken").await?.map(|l| l.token), Some(la.token));
+    assert!(held(b.try_acquire(&req("broken", "b", TTL)).await?).is_some_and(|h| h.token == la.token));
     assert!(a.renew(&la, TTL).await?.is_none(), "not ours any more");
-    let l = acquired(a.try_acquire(&req("forged", "c", TTL)).await?);
-    assert_eq!(l.token, FencingToken::new(10));
+    // Told "not ours", its election steps down; its lock is kept until its TTL, because that
+    // election may not have read the answer yet.
+    assert!(held(b.try_acquire(&req("broken", "b", TTL)).await?).is_some_and(|h| h.token == la.token));
+    assert!(a.update_metadata(&la, &Metadata::new()).await?.is_none());
+    assert!(a.release(&la).await?, "its release lets it go at once");
+    assert!(b.current("broken").await?.is_none());
+    let lb = acquired(b.try_acquire(&req("broken", "b", TTL)).await?);
+    assert_eq!(lb.token, FencingToken::new(3), "the void claim used token 2");
+    assert_eq!(b.break_lease("bad/name").await.err().map(|e| e.kind()), Some(ErrorKind::InvalidArgument));
+
+    // Without a release, the reaper lets go at the TTL, and the followers are pushed.
+    let ttl = Duration::from_millis(800);
+    let start = Instant::now();
+    let la = acquired(a.try_acquire(&req("broken2", "a", ttl)).await?);
+    assert!(b.break_lease("broken2").await?);
+    assert!(a.renew(&la, ttl).await?.is_none());
+    let mut watch = b.watch("broken2", None).expect("fs pushes");
+    tokio::time::timeout(Duration::from_secs(3), watch.next()).await.expect("pushed").expect("item");
+    let lb = acquired(b.try_acquire(&req("broken2", "b", TTL)).await?);
+    assert!(start.elapsed() >= ttl, "not before the TTL of its last successful acquire: {:?}", start.elapsed());
+    assert_eq!(lb.token, FencingToken::new(3));
     Ok(())
 }
 
@@ -323,6 +403,11 @@ async fn bad_directories_are_clear_errors() {
         let err = leader_fs::connect(bad).await.err().map(|e| e.kind());
         assert_eq!(err, Some(ErrorKind::InvalidArgument), "{bad}");
     }
+    // An election directory's name taken by a file: a clear error naming it.
+    std::fs::write(dir.path().join("fresh").join("taken"), b"x").expect("write");
+    let s = FsStore::open(&fresh).expect("open");
+    let err = s.try_acquire(&req("taken", "a", TTL)).await.expect_err("not a directory");
+    assert!(err.to_string().contains("taken"), "{err}");
     // A path under sysfs cannot be created (EPERM even for root): a clear Unavailable.
     let err = FsStore::open("/sys/leader-fs-test").expect_err("sysfs");
     assert_eq!(err.kind(), ErrorKind::Unavailable);
