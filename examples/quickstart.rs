@@ -5,7 +5,7 @@
 //! The example starts three copies of itself (`quickstart participant DIR NAME`), each an
 //! `Election` over an `FsStore` on the same temporary directory with a 3 s lease. Each prints every
 //! leadership change it sees. Whoever leads works for a second, then steps down with `stop()` and
-//! exits; a follower takes over at once (the kernel wakes it when the lock file is unlocked), so
+//! exits; a follower takes over at once (the holder's FIFO wakes it when the lease is released), so
 //! the three lead in turn within a few seconds.
 
 use std::process::{Command, ExitCode};
