@@ -109,6 +109,14 @@ impl Error {
         Self::new(ErrorKind::Stopped, message)
     }
 
+    /// The same error (kind and source kept) with another message: for a caller that adds what
+    /// it knows, such as the endpoint it tried to reach.
+    #[must_use]
+    pub fn with_message(mut self, message: impl Into<String>) -> Self {
+        self.message = message.into();
+        self
+    }
+
     /// What went wrong.
     pub fn kind(&self) -> ErrorKind {
         self.kind
@@ -140,7 +148,11 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.kind, self.message)?;
         if let Some(source) = &self.source {
-            write!(f, ": {source}")?;
+            // A message that already quotes its source (an OS error, say) does not repeat it.
+            let source = source.to_string();
+            if !self.message.contains(&source) {
+                write!(f, ": {source}")?;
+            }
         }
         Ok(())
     }
@@ -155,5 +167,23 @@ impl std::error::Error for Error {
 impl From<tokio::time::error::Elapsed> for Error {
     fn from(e: tokio::time::error::Elapsed) -> Self {
         Error::timeout("store operation did not answer within operation_timeout").with_source(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_does_not_repeat_a_source_the_message_quotes() {
+        let os = || std::io::Error::from_raw_os_error(2);
+        let quoted = Error::unavailable(format!("directory /x cannot be created: {}", os())).with_source(os());
+        let shown = quoted.to_string();
+        assert_eq!(shown.matches("os error 2").count(), 1, "{shown}");
+        let plain = Error::unavailable("directory /x cannot be created").with_source(os());
+        assert!(plain.to_string().contains("os error 2"), "{plain}");
+        let renamed = plain.with_message("another message");
+        assert_eq!(renamed.kind(), ErrorKind::Unavailable);
+        assert!(std::error::Error::source(&renamed).is_some());
     }
 }

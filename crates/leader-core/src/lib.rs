@@ -36,6 +36,7 @@ pub mod layer;
 mod lease;
 mod observe;
 mod options;
+pub mod redact;
 mod shutdown;
 mod store;
 mod stream_ext;
