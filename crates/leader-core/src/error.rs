@@ -164,6 +164,29 @@ impl std::error::Error for Error {
     }
 }
 
+/// The most specific reason in an error's source chain, for messages about a store that cannot
+/// be reached: the first [`std::io::Error`] in the chain (the operating system's words,
+/// `Connection refused (os error 111)`), or else the innermost error's text. Drivers often say
+/// only "error connecting to server" at the top and keep the reason deeper down.
+///
+/// ```
+/// let io = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+/// let err = leader_core::Error::unavailable("cannot connect").with_source(io);
+/// assert_eq!(leader_core::cause_of(&err), "connection refused");
+/// ```
+pub fn cause_of(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut innermost = e;
+    let mut source = Some(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return io.to_string();
+        }
+        innermost = s;
+        source = s.source();
+    }
+    innermost.to_string()
+}
+
 impl From<tokio::time::error::Elapsed> for Error {
     fn from(e: tokio::time::error::Elapsed) -> Self {
         Error::timeout("store operation did not answer within operation_timeout").with_source(e)

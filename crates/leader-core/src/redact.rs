@@ -62,12 +62,103 @@ pub fn secrets(input: &str) -> String {
     }
 }
 
-/// Whether a key names a secret (case, `_`, `-` and spaces ignored).
+/// `text` (an error message, a log line) with every secret that `input` (a store URL or
+/// connection string) carries replaced by `***`: for messages a driver made from the input
+/// without redacting it. Secrets shorter than 4 characters are replaced only where they appear
+/// as `:SECRET@` or `=SECRET` (elsewhere they would match ordinary words).
+///
+/// ```
+/// use leader_core::redact;
+/// let url = "zk://app:hunter2@zk1:2181/x";
+/// assert_eq!(redact::scrub("server \"app:hunter2@zk1:2181\" is bad", url), "server \"app:***@zk1:2181\" is bad");
+/// ```
+pub fn scrub(text: &str, input: &str) -> String {
+    let mut out = text.to_owned();
+    let mut found = Vec::new();
+    collect_secrets(input, &mut found);
+    // Longest first, so that a secret containing another is replaced whole.
+    found.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    for secret in found {
+        if secret.len() >= 4 {
+            out = out.replace(&secret, MASK);
+        } else if !secret.is_empty() {
+            out = out.replace(&format!(":{secret}@"), &format!(":{MASK}@"));
+            out = out.replace(&format!("={secret}"), &format!("={MASK}"));
+        }
+    }
+    out
+}
+
+/// The secret values `input` carries, as written and percent-decoded.
+fn collect_secrets(input: &str, found: &mut Vec<String>) {
+    let mut push = |v: &str| {
+        for v in [v.to_owned(), percent_decode(v)] {
+            if !v.is_empty() && !found.contains(&v) {
+                found.push(v);
+            }
+        }
+    };
+    match url_scheme_end(input) {
+        Some(start) => {
+            let rest = &input[start..];
+            let query_at = rest.find(['?', '#']).unwrap_or(rest.len());
+            if let Some(at) = rest[..query_at].rfind('@') {
+                if let Some((_, password)) = rest[..at].split_once(':') {
+                    push(password);
+                }
+            }
+            let query = rest[query_at..].strip_prefix('?').unwrap_or("");
+            let query = query.split('#').next().unwrap_or("");
+            for pair in query.split('&') {
+                if let Some((k, v)) = pair.split_once('=') {
+                    if is_secret_key(&percent_decode(k)) {
+                        push(v);
+                    }
+                }
+            }
+            if input.contains(';') {
+                collect_connection_string_secrets(input, &mut push);
+            }
+        }
+        None => collect_connection_string_secrets(input, &mut push),
+    }
+}
+
+fn collect_connection_string_secrets(input: &str, push: &mut impl FnMut(&str)) {
+    let mut rest = input;
+    while !rest.is_empty() {
+        let Some(eq) = rest.find('=').filter(|&eq| !rest[..eq].contains(';')) else {
+            let end = rest.find(';').map_or(rest.len(), |i| i + 1);
+            rest = &rest[end..];
+            continue;
+        };
+        let key = &rest[..eq];
+        let value_and_more = &rest[eq + 1..];
+        let value_len = quoted_value_len(value_and_more);
+        let value = value_and_more[..value_len].trim();
+        if is_secret_key(key.trim()) {
+            push(value);
+            let unquoted = value.trim_matches(|c| matches!(c, '"' | '\'' | '{' | '}'));
+            push(unquoted);
+        } else if url_scheme_end(value).is_some() {
+            let mut inner = Vec::new();
+            collect_secrets(value, &mut inner);
+            for v in &inner {
+                push(v);
+            }
+        }
+        rest = value_and_more[value_len..].strip_prefix(';').unwrap_or(&value_and_more[value_len..]);
+    }
+}
+
+/// Whether a key names a secret (case, `_`, `-`, `.` and spaces ignored), or its last word does
+/// (`... password=x` in free text).
 fn is_secret_key(key: &str) -> bool {
-    let norm: String =
-        key.chars().filter(|c| !matches!(c, '_' | '-' | ' ' | '.')).flat_map(char::to_lowercase).collect();
-    // Percent-encoded keys are rare; decode the common case of a plain name only.
-    SECRET_KEYS.contains(&norm.as_str())
+    let norm = |k: &str| -> String {
+        k.chars().filter(|c| !matches!(c, '_' | '-' | ' ' | '.')).flat_map(char::to_lowercase).collect()
+    };
+    SECRET_KEYS.contains(&norm(key).as_str())
+        || key.split_whitespace().last().is_some_and(|word| SECRET_KEYS.contains(&norm(word).as_str()))
 }
 
 /// The index just past `://` when the input starts with `scheme://`.
@@ -252,10 +343,24 @@ mod tests {
             ("Server=h;Password='unterminated;x=y", "Server=h;Password=***"),
             ("jdbc:sqlserver://h;user=sa;password=x", "jdbc:sqlserver://h;user=sa;password=***"),
             ("garbage;AccountKey=k", "garbage;AccountKey=***"),
+            ("free text with password=x", "free text with password=***"),
             ("no secret here", "no secret here"),
         ] {
             assert_eq!(secrets(input), want, "{input}");
         }
+    }
+
+    #[test]
+    fn scrub_removes_what_the_input_carries() {
+        let url = "zk://u:S3cretPw@127.0.0.1:1/x?token=T0kenValue";
+        assert_eq!(
+            scrub("server u:S3cretPw@127.0.0.1:1 refused T0kenValue", url),
+            "server u:***@127.0.0.1:1 refused ***"
+        );
+        let cs = "AccountName=a;AccountKey=S3cr3tK3y==;BlobEndpoint=http://h/?sig=S1gnature";
+        assert_eq!(scrub("key S3cr3tK3y== sig S1gnature", cs), "key *** sig ***");
+        assert_eq!(scrub("user a:pw@h and a word pw", "x://a:pw@h"), "user a:***@h and a word pw");
+        assert_eq!(scrub("S3cret%2B and S3cret+", "x://a:S3cret%2B@h"), "*** and ***");
     }
 
     #[test]
@@ -277,6 +382,7 @@ mod tests {
             "a=%zz",
         ] {
             let _ = secrets(input);
+            let _ = scrub(input, input);
         }
     }
 }

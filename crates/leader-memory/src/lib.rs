@@ -95,14 +95,29 @@ impl MemoryStore {
         store
     }
 
-    /// Opens `memory://NAME` (or `memory://` for a private store).
+    /// Opens `memory://NAME`: the store registered under `NAME` in this process (see
+    /// [`named`](Self::named)).
+    ///
+    /// `memory://` without a name is refused: every such URL would give a private store, so two
+    /// participants configured with the same URL (two `leader::Config::build`s, say) would each
+    /// lead alone, silently. Name the store, or use [`MemoryStore::new`] (and clone the handle)
+    /// for a private one.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](leader_core::ErrorKind::InvalidArgument) for a URL that does
+    /// not parse, is not `memory://`, or names no store.
     pub fn from_url(url: &str) -> Result<Self> {
-        let parsed = url::Url::parse(url).map_err(|e| Error::invalid_argument(format!("invalid URL {url:?}: {e}")))?;
+        let shown = leader_core::redact::secrets(url);
+        let parsed =
+            url::Url::parse(url).map_err(|e| Error::invalid_argument(format!("invalid URL {shown:?}: {e}")))?;
         if parsed.scheme() != "memory" {
-            return Err(Error::invalid_argument(format!("URL {url:?} is not a memory:// URL")));
+            return Err(Error::invalid_argument(format!("URL {shown:?} is not a memory:// URL")));
         }
         match parsed.host_str().unwrap_or("") {
-            "" => Ok(Self::new()),
+            "" => Err(Error::invalid_argument(format!(
+                "URL {shown:?} names no store: write memory://NAME (stores opened with the same NAME in \
+                 this process share their leases); for a private store use MemoryStore::new()"
+            ))),
             name => Ok(Self::named(name)),
         }
     }
