@@ -5,9 +5,12 @@
 //! release guarded by instance and token, `update_metadata`, `list`, and a `watch` that wakes
 //! followers at once on release, takeover or expiry.
 //!
+//! It opens no connection and no file; all of its state is in this process's memory.
+//!
 //! Time is `tokio::time::Instant`, so tests can pause and advance it. Stores opened with the same
 //! name (`memory://name` in `leader::connect`, or [`MemoryStore::named`]) share their state while any
-//! handle to it lives; [`MemoryStore::new`] gives a private one.
+//! handle to it lives; [`MemoryStore::new`] gives a private one. `memory://` without a name is
+//! refused (see [`MemoryStore::from_url`]).
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> leader_core::Result<()> {
