@@ -1,8 +1,9 @@
-//! Argument parsers shared by the subcommands.
+//! Argument parsers and helpers shared by the subcommands.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use leader::{Error, Metadata};
+use leader::{Error, LeaseStore, Metadata};
 
 /// A duration such as `15s`, `500ms`, `1m30s`.
 pub(crate) fn duration(s: &str) -> Result<Duration, String> {
@@ -23,4 +24,9 @@ pub(crate) fn metadata(pairs: &[String]) -> leader::Result<Metadata> {
 /// Human form of a remaining duration.
 pub(crate) fn human(d: Duration) -> String {
     humantime::format_duration(Duration::from_millis(d.as_millis() as u64)).to_string()
+}
+
+/// Opens the store a URL names (with the test faults in force, in a `test-faults` build).
+pub(crate) async fn connect(url: &str) -> leader::Result<Arc<dyn LeaseStore>> {
+    leader::connect(url).await.map(crate::faults::wrap)
 }

@@ -24,7 +24,7 @@ pub(crate) struct StatusArgs {
 pub(crate) async fn status(args: StatusArgs) -> leader::Result<()> {
     let config = args.config.as_deref().map(leader::Config::from_file).transpose()?;
     let url = crate::run::required(args.store.clone(), config.as_ref().map(|c| c.store.clone()), "--store")?;
-    let store = leader::connect(&url).await?;
+    let store = crate::args::connect(&url).await?;
     let rows: Vec<(String, Option<LeaderInfo>)> = if args.elections.is_empty() {
         match store.list("").await {
             Ok(all) => all.into_iter().map(|l| (l.election.clone(), Some(l))).collect(),
@@ -48,14 +48,14 @@ pub(crate) async fn status(args: StatusArgs) -> leader::Result<()> {
             .iter()
             .map(|(election, holder)| serde_json::json!({ "election": election, "leader": holder }))
             .collect();
-        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        out!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
         return Ok(());
     }
-    println!("{:<32} {:<28} {:>8} {:<26} {:>10}  METADATA", "ELECTION", "LEADER", "TOKEN", "ACQUIRED", "EXPIRES IN");
+    out!("{:<32} {:<28} {:>8} {:<26} {:>10}  METADATA", "ELECTION", "LEADER", "TOKEN", "ACQUIRED", "EXPIRES IN");
     for (election, holder) in rows {
         match holder {
-            None => println!("{election:<32} {:<28} {:>8} {:<26} {:>10}", "-", "-", "-", "-"),
-            Some(l) => println!(
+            None => out!("{election:<32} {:<28} {:>8} {:<26} {:>10}", "-", "-", "-", "-"),
+            Some(l) => out!(
                 "{election:<32} {:<28} {:>8} {:<26} {:>10}  {}",
                 l.participant_id,
                 l.token,

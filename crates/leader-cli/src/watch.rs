@@ -30,18 +30,18 @@ pub(crate) async fn watch(args: WatchArgs) -> leader::Result<()> {
     leader::validate_election_name(&args.election)?;
     let config = args.config.as_deref().map(leader::Config::from_file).transpose()?;
     let url = crate::run::required(args.store.clone(), config.as_ref().map(|c| c.store.clone()), "--store")?;
-    let store = leader::connect(&url).await?;
+    let store = crate::args::connect(&url).await?;
     let mut holders = leader::observe(store, args.election.clone(), args.poll);
     while let Some(item) = holders.next().await {
         let now = humantime::format_rfc3339_millis(SystemTime::now());
         match item {
             Ok(holder) if args.json => {
                 let line = serde_json::json!({ "at": now.to_string(), "election": args.election, "leader": holder });
-                println!("{line}");
+                out!("{line}");
             }
-            Ok(Some(l)) => println!("{now} {}: leader is {} (token {})", args.election, l.participant_id, l.token),
-            Ok(None) => println!("{now} {}: no leader", args.election),
-            Err(e) => eprintln!("{now} {}: store error: {e}", args.election),
+            Ok(Some(l)) => out!("{now} {}: leader is {} (token {})", args.election, l.participant_id, l.token),
+            Ok(None) => out!("{now} {}: no leader", args.election),
+            Err(e) => say!("{now} {}: store error: {e}", args.election),
         }
     }
     Ok(())

@@ -1,92 +1,51 @@
-//! End-to-end tests of the real `leader` binary against the fs store: processes, signals, exit
-//! codes. Each test has its own directory, so they run concurrently.
+//! End-to-end tests of the real `leader` binary against the fs and memory stores: every exit path
+//! of `leader run`, its signals and exit codes, and that no path leaves the command (or what it
+//! started) running. Each test has its own directory, so they run concurrently. The paths that
+//! need a fault (a watchdog that cannot start, a store that refuses or fails) are in `faults.rs`.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use common::*;
+use nix::sys::signal::Signal;
 
-const BIN: &str = env!("CARGO_BIN_EXE_leader");
-
-struct Dir(tempfile::TempDir);
-
-impl Dir {
-    fn new() -> Self {
-        Dir(tempfile::tempdir().expect("temp dir"))
-    }
-    fn store(&self) -> String {
-        format!("file://{}", self.0.path().join("leases").display())
-    }
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.path().join(name)
-    }
-}
-
-/// `leader run` whose command appends "start ID TOKEN" to `log`, writes its pid to `ID.pid`,
-/// appends "term ID" on SIGTERM, and sleeps.
+/// `leader run` in election `cli` whose command writes its pid to `ID.pid`, appends
+/// "start ID TOKEN" to `log`, appends "term ID" on SIGTERM (then exits 0), and loops; it also
+/// starts a background process (pid in `ID.bg`), which stays in its process group.
 fn run(dir: &Dir, id: &str, extra: &[&str]) -> Child {
     let script = format!(
-        "echo $$ > {pid}; echo \"start $LEADER_ID $FENCING_TOKEN\" >> {log}; trap 'echo \"term $LEADER_ID\" >> {log}; exit 0' TERM; while :; do sleep 0.05; done",
-        pid = dir.path(&format!("{id}.pid")).display(),
-        log = dir.path("log").display(),
+        "sleep 1000 & echo $! > {id}.bg; trap 'echo \"term $LEADER_ID\" >> log; exit 0' TERM; echo $$ > {id}.pid; echo \"start $LEADER_ID $FENCING_TOKEN\" >> log; while :; do sleep 0.05; done"
     );
-    Command::new(BIN)
-        .args(["run", "--store", &dir.store(), "--election", "cli", "--id", id, "--lease", "2s"])
+    dir.leader(id)
+        .args(["run", "--store", &dir.store(), "--election", "cli", "--id", id, "--lease", "4s"])
         .args(extra)
         .args(["--", "sh", "-c", &script])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
         .spawn()
         .expect("spawn leader run")
 }
 
-fn log(dir: &Dir) -> Vec<String> {
-    std::fs::read_to_string(dir.path("log")).unwrap_or_default().lines().map(str::to_owned).collect()
-}
-
-fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let until = Instant::now() + limit;
-    while !cond() {
-        assert!(Instant::now() < until, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn alive(pid: i32) -> bool {
-    // A zombie still answers kill(0); look at its state too.
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    kill(Pid::from_raw(pid), None).is_ok() && stat.split_whitespace().nth(2).is_none_or(|s| s != "Z")
-}
-
-fn pid_of(dir: &Dir, id: &str) -> i32 {
-    std::fs::read_to_string(dir.path(&format!("{id}.pid"))).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
-}
-
 fn starts(dir: &Dir) -> Vec<String> {
-    log(dir).into_iter().filter(|l| l.starts_with("start")).collect()
-}
-
-fn reap(mut c: Child) {
-    let _ = c.kill();
-    let _ = c.wait();
+    dir.log().into_iter().filter(|l| l.starts_with("start")).collect()
 }
 
 #[test]
 fn only_one_runs_the_command_and_a_sigkilled_holder_hands_over() {
     let dir = Dir::new();
     let a = run(&dir, "a", &[]);
-    wait_for("a to start its command", Duration::from_secs(10), || starts(&dir).len() == 1);
+    wait_for("a to start its command", LIMIT, || starts(&dir).len() == 1);
     let b = run(&dir, "b", &[]);
     std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(starts(&dir).len(), 1, "only one command runs: {:?}", log(&dir));
-    let first = pid_of(&dir, "a");
-    assert!(alive(first));
-    // SIGKILL `leader run` alone: its command must die too, and b must take over.
-    kill(Pid::from_raw(a.id() as i32), Signal::SIGKILL).expect("kill a");
-    wait_for("a's command to die with it", Duration::from_secs(5), || !alive(first));
-    wait_for("b to take over", Duration::from_secs(10), || starts(&dir).len() == 2);
+    assert_eq!(starts(&dir).len(), 1, "only one command runs: {:?}", dir.log());
+    let (cmd, bg) = (dir.pid("a.pid"), dir.pid("a.bg"));
+    assert!(alive(cmd) && alive(bg));
+    // SIGKILL `leader run` alone: its command must die too (parent-death signal), and what the
+    // command started (the watchdog); then b takes over.
+    signal(a.id() as i32, Signal::SIGKILL);
+    wait_for("a's command to die with it", LIMIT, || !alive(cmd));
+    wait_for("a's command's background process to die", LIMIT, || !alive(bg));
+    wait_for("b to take over", LIMIT, || starts(&dir).len() == 2);
     let s = starts(&dir);
     assert!(s[1].starts_with("start b"), "{s:?}");
     let tokens: Vec<u64> = s.iter().filter_map(|l| l.split(' ').nth(2)?.parse().ok()).collect();
@@ -96,27 +55,26 @@ fn only_one_runs_the_command_and_a_sigkilled_holder_hands_over() {
 }
 
 #[test]
-fn a_stopped_leader_run_has_its_command_killed_by_the_deadline() {
+fn a_stopped_leader_run_has_its_command_killed_by_the_deadline_and_exits_124() {
     let dir = Dir::new();
-    let a = run(&dir, "a", &[]);
-    wait_for("a to start its command", Duration::from_secs(10), || starts(&dir).len() == 1);
-    let a_cmd = pid_of(&dir, "a");
+    let mut a = run(&dir, "a", &[]);
+    wait_for("a to start its command", LIMIT, || starts(&dir).len() == 1);
+    let (cmd, bg) = (dir.pid("a.pid"), dir.pid("a.bg"));
     let b = run(&dir, "b", &[]);
     // Freeze `leader run` a; its command keeps running until the watchdog's deadline.
-    kill(Pid::from_raw(a.id() as i32), Signal::SIGSTOP).expect("stop a");
-    wait_for("the watchdog to stop a's command", Duration::from_secs(6), || !alive(a_cmd));
-    assert!(log(&dir).iter().any(|l| l == "term a"), "SIGTERM first: {:?}", log(&dir));
+    signal(a.id() as i32, Signal::SIGSTOP);
+    wait_for("the watchdog to stop a's command", LIMIT, || !alive(cmd) && !alive(bg));
+    assert!(dir.log().iter().any(|l| l == "term a"), "SIGTERM first: {:?}", dir.log());
     // fs: a stopped holder keeps its kernel lock, so b cannot lead until a resumes (safe, not live).
     assert_eq!(starts(&dir).len(), 1);
-    kill(Pid::from_raw(a.id() as i32), Signal::SIGCONT).expect("continue a");
-    wait_for("b to take over", Duration::from_secs(10), || starts(&dir).len() == 2);
-    let lines = log(&dir);
+    signal(a.id() as i32, Signal::SIGCONT);
+    wait_for("b to take over", LIMIT, || starts(&dir).len() == 2);
+    let lines = dir.log();
     let term = lines.iter().position(|l| l == "term a").expect("term a");
     let start_b = lines.iter().position(|l| l.starts_with("start b")).expect("start b");
     assert!(term < start_b, "a's command stopped before b's started: {lines:?}");
-    let mut a = a;
-    let status = a.wait().expect("a exits");
-    assert_eq!(status.code(), Some(3), "leadership lost => exit 3");
+    let status = wait_exit(&mut a, LIMIT);
+    assert_eq!(status.code(), Some(124), "leadership lost => exit 124; {}", dir.stderr("a"));
     reap(b);
 }
 
@@ -124,20 +82,8 @@ fn a_stopped_leader_run_has_its_command_killed_by_the_deadline() {
 fn exits_with_the_command_code_and_passes_the_environment() {
     let dir = Dir::new();
     let out = Command::new(BIN)
-        .args([
-            "run",
-            "--store",
-            &dir.store(),
-            "--election",
-            "env",
-            "--id",
-            "me",
-            "--lease",
-            "2s",
-            "--metadata",
-            "zone=a",
-        ])
-        .args(["--", "sh", "-c", "echo \"$LEADER_ELECTION $LEADER_ID $FENCING_TOKEN\"; exit 7"])
+        .args(["run", "--store", &dir.store(), "--election", "env", "--id", "me", "--lease", "2s"])
+        .args(["--metadata", "zone=a", "--", "sh", "-c", "echo \"$LEADER_ELECTION $LEADER_ID $FENCING_TOKEN\"; exit 7"])
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(7));
@@ -168,17 +114,215 @@ fn exits_with_the_command_code_and_passes_the_environment() {
 }
 
 #[test]
-fn sigterm_to_leader_run_stops_the_command_and_releases() {
+fn a_command_ended_by_a_signal_of_its_own_exits_128_plus_n() {
+    let dir = Dir::new();
+    let out = Command::new(BIN)
+        .args(["run", "--store", &dir.store(), "--election", "sig", "--lease", "2s", "--", "sh", "-c", "kill -KILL $$"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(128 + 9), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(dir.released("sig"));
+}
+
+#[test]
+fn what_the_command_leaves_in_its_group_is_stopped_before_the_release() {
+    let dir = Dir::new();
+    // The command exits 0 at once, leaving a process that ignores SIGTERM: it gets SIGKILL after
+    // --grace, and only then is the lease released.
+    let started = Instant::now();
+    let out = dir
+        .leader("a")
+        .args(["run", "--store", &dir.store(), "--election", "left", "--lease", "4s", "--grace", "500ms", "--"])
+        .args(["sh", "-c", "sh -c 'trap \"\" TERM; echo $$ > bg; while :; do sleep 0.05; done' & while [ ! -s bg ]; do sleep 0.01; done; exit 0"])
+        .status()
+        .expect("run");
+    assert_eq!(out.code(), Some(0), "{}", dir.stderr("a"));
+    assert!(started.elapsed() >= Duration::from_millis(500), "SIGKILL only after --grace");
+    let bg = dir.pid("bg");
+    assert!(bg > 0 && !alive(bg), "the leftover process is gone when leader exits");
+    assert!(dir.stderr("a").contains("stopping what the command left"), "{}", dir.stderr("a"));
+    assert!(dir.released("left"));
+}
+
+/// A command that traps `sig` in itself and in a foreground child (same group): each logs
+/// "outer SIG" / "inner SIG" and exits 0. Core dumps off (SIGQUIT).
+fn trapping(sig: &str) -> String {
+    format!(
+        "ulimit -c 0; trap 'echo outer {sig} >> log; exit 0' {sig}; sh -c 'trap \"echo inner {sig} >> log; exit 0\" {sig}; echo $$ > inner.pid; while :; do sleep 0.05; done'; echo outer-ended >> log"
+    )
+}
+
+#[test]
+fn hup_int_term_and_quit_go_to_the_command_s_group_and_exit_128_plus_n() {
+    let cases =
+        [(Signal::SIGHUP, "HUP"), (Signal::SIGINT, "INT"), (Signal::SIGTERM, "TERM"), (Signal::SIGQUIT, "QUIT")];
+    let runs: Vec<(Dir, Child)> = cases
+        .iter()
+        .map(|(_, name)| {
+            let dir = Dir::new();
+            let child = dir
+                .leader("a")
+                .args([
+                    "run",
+                    "--store",
+                    &dir.store(),
+                    "--election",
+                    "sig",
+                    "--lease",
+                    "4s",
+                    "--",
+                    "sh",
+                    "-c",
+                    &trapping(name),
+                ])
+                .spawn()
+                .expect("spawn");
+            (dir, child)
+        })
+        .collect();
+    for ((sig, name), (dir, mut child)) in cases.into_iter().zip(runs) {
+        wait_for("the command to run", LIMIT, || dir.pid("inner.pid") > 0);
+        let inner = dir.pid("inner.pid");
+        signal(child.id() as i32, sig);
+        let status = wait_exit(&mut child, LIMIT);
+        assert_eq!(status.code(), Some(128 + sig as i32), "{name}: {}", dir.stderr("a"));
+        let log = dir.log();
+        assert!(log.contains(&format!("inner {name}")), "{name} reached the group, not only CMD: {log:?}");
+        assert!(log.contains(&format!("outer {name}")), "{name} reached CMD: {log:?}");
+        assert!(!alive(inner));
+        assert!(dir.released("sig"), "{name}: released");
+    }
+}
+
+#[test]
+fn a_command_that_ignores_the_signal_is_killed_after_grace() {
+    let dir = Dir::new();
+    let mut a = dir
+        .leader("a")
+        .args(["run", "--store", &dir.store(), "--election", "g", "--lease", "4s", "--grace", "600ms", "--"])
+        .args(["sh", "-c", "trap '' TERM; echo $$ > cmd.pid; while :; do sleep 0.05; done"])
+        .spawn()
+        .expect("spawn");
+    wait_for("the command to run", LIMIT, || dir.pid("cmd.pid") > 0);
+    let cmd = dir.pid("cmd.pid");
+    let sent = Instant::now();
+    signal(a.id() as i32, Signal::SIGTERM);
+    let status = wait_exit(&mut a, LIMIT);
+    assert!(sent.elapsed() >= Duration::from_millis(600), "SIGKILL only after --grace: {:?}", sent.elapsed());
+    assert_eq!(status.code(), Some(128 + 15), "{}", dir.stderr("a"));
+    assert!(!alive(cmd));
+    assert!(dir.stderr("a").contains("did not end within --grace"), "{}", dir.stderr("a"));
+    assert!(dir.released("g"));
+}
+
+#[test]
+fn usr1_and_usr2_go_to_the_command_only() {
+    let dir = Dir::new();
+    let script = "trap 'echo outer USR1 >> log' USR1; trap 'echo outer USR2 >> log' USR2; \
+        sh -c 'trap \"echo inner USR1 >> log\" USR1; trap \"echo inner USR2 >> log\" USR2; echo $$ > inner.pid; while :; do sleep 0.05; done' & \
+        echo $$ > cmd.pid; while :; do sleep 0.05; done";
+    let mut a = dir
+        .leader("a")
+        .args(["run", "--store", &dir.store(), "--election", "usr", "--lease", "4s", "--", "sh", "-c", script])
+        .spawn()
+        .expect("spawn");
+    wait_for("the command to run", LIMIT, || dir.pid("cmd.pid") > 0 && dir.pid("inner.pid") > 0);
+    for (sig, name) in [(Signal::SIGUSR1, "USR1"), (Signal::SIGUSR2, "USR2")] {
+        signal(a.id() as i32, sig);
+        wait_for("the command to get it", LIMIT, || dir.log().contains(&format!("outer {name}")));
+        // The other process of the group would have logged within 50 ms.
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(!dir.log().contains(&format!("inner {name}")), "{name} went to CMD only: {:?}", dir.log());
+    }
+    assert!(a.try_wait().expect("try_wait").is_none(), "leader run goes on after SIGUSR1/2");
+    signal(a.id() as i32, Signal::SIGTERM);
+    assert_eq!(wait_exit(&mut a, LIMIT).code(), Some(128 + 15));
+    assert!(!alive(dir.pid("inner.pid")));
+}
+
+#[test]
+fn a_missing_command_exits_127_and_a_non_executable_one_126() {
+    let dir = Dir::new();
+    std::fs::write(dir.path("plain"), "not a program").expect("write");
+    for (command, code) in
+        [("/nonexistent/command", 127), ("no-such-command-anywhere", 127), ("./plain", 126), (".", 126)]
+    {
+        let out = dir
+            .leader("a")
+            .args(["run", "--store", &dir.store(), "--election", "x", "--lease", "2s", "--", command])
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(code), "{command}: {}", dir.stderr("a"));
+        assert!(dir.stderr("a").contains("cannot run"), "{}", dir.stderr("a"));
+        assert!(dir.released("x"), "{command}: released");
+    }
+}
+
+#[test]
+fn a_dead_watchdog_stops_the_command_releases_and_exits_125() {
     let dir = Dir::new();
     let mut a = run(&dir, "a", &[]);
-    wait_for("a to start its command", Duration::from_secs(10), || starts(&dir).len() == 1);
-    let cmd = pid_of(&dir, "a");
-    kill(Pid::from_raw(a.id() as i32), Signal::SIGTERM).expect("term");
-    assert_eq!(a.wait().expect("exit").code(), Some(128 + 15));
-    assert!(!alive(cmd));
-    let status = Command::new(BIN).args(["status", "--store", &dir.store(), "--json", "cli"]).output().expect("status");
-    let doc: serde_json::Value = serde_json::from_slice(&status.stdout).expect("json");
-    assert!(doc[0]["leader"].is_null(), "released: {doc}");
+    wait_for("a to start its command", LIMIT, || starts(&dir).len() == 1);
+    let (cmd, bg) = (dir.pid("a.pid"), dir.pid("a.bg"));
+    let watchdog = watchdog_of(a.id() as i32).expect("a watchdog process");
+    signal(watchdog, Signal::SIGKILL);
+    let status = wait_exit(&mut a, LIMIT);
+    assert_eq!(status.code(), Some(125), "{}", dir.stderr("a"));
+    assert!(dir.stderr("a").contains("watchdog exited"), "{}", dir.stderr("a"));
+    assert!(dir.log().iter().any(|l| l == "term a"), "SIGTERM first: {:?}", dir.log());
+    assert!(!alive(cmd) && !alive(bg));
+    assert!(dir.released("cli"));
+}
+
+#[test]
+fn an_unreachable_store_exits_125() {
+    let dir = Dir::new();
+    std::fs::write(dir.path("file"), "").expect("write");
+    let store = format!("file://{}/sub", dir.path("file").display());
+    for args in
+        [vec!["status", "--store", &store, "e"], vec!["run", "--store", &store, "--election", "e", "--", "true"]]
+    {
+        let out = Command::new(BIN).args(&args).output().expect("run");
+        assert_eq!(out.status.code(), Some(125), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn a_replaced_binary_still_runs_its_watchdog() {
+    // An upgrade replaces the binary (rename over it) while `leader run` waits to lead.
+    let dir = Dir::new();
+    let copy = dir.path("leader");
+    std::fs::copy(BIN, &copy).expect("copy the binary");
+    let mut holder = run(&dir, "holder", &[]);
+    wait_for("the holder to lead", LIMIT, || starts(&dir).len() == 1);
+    let mut waiting = Command::new(&copy)
+        .current_dir(dir.0.path())
+        .args([
+            "run",
+            "--store",
+            &dir.store(),
+            "--election",
+            "cli",
+            "--lease",
+            "4s",
+            "--",
+            "sh",
+            "-c",
+            "echo ran > ran",
+        ])
+        .stderr(std::fs::File::create(dir.path("w.err")).expect("stderr"))
+        .spawn()
+        .expect("spawn the copy");
+    wait_for("the copy to wait", LIMIT, || dir.stderr("w").contains("waiting"));
+    std::fs::write(dir.path("new"), "#!/bin/sh\nexit 99\n").expect("write");
+    std::fs::rename(dir.path("new"), &copy).expect("replace the binary");
+    signal(holder.id() as i32, Signal::SIGTERM);
+    assert_eq!(wait_exit(&mut holder, LIMIT).code(), Some(128 + 15));
+    let status = wait_exit(&mut waiting, LIMIT);
+    assert_eq!(status.code(), Some(0), "{}", dir.stderr("w"));
+    assert_eq!(dir.read("ran").trim(), "ran");
 }
 
 #[test]
@@ -188,9 +332,13 @@ fn bad_input_is_one_line_and_exit_2() {
         vec!["status", "--store", "nope://x"],
         vec!["run", "--store", "memory://x", "--election", "e", "--lease", "soon", "--", "true"],
         vec!["run", "--store", "memory://x", "--election", "bad/name", "--", "true"],
+        vec!["run", "--store", "memory://x", "--election", "e", "--id", "", "--", "true"],
         vec!["run", "--store", "memory://x", "--election", "e", "--lease", "3s", "--grace", "5s", "--", "true"],
+        vec!["run", "--store", "memory://x", "--election", "e", "--metadata", "novalue", "--", "true"],
+        vec!["run", "--election", "e", "--", "true"],
         vec!["watch", "--store", "memory://x", ""],
         vec!["run", "--store", "memory://x", "--election", "e"],
+        vec!["frobnicate"],
     ] {
         let out = Command::new(BIN).args(&args).current_dir(dir.0.path()).output().expect("run");
         assert_eq!(out.status.code(), Some(2), "{args:?}");
@@ -204,22 +352,26 @@ fn bad_input_is_one_line_and_exit_2() {
 fn status_and_watch_show_the_holder() {
     let dir = Dir::new();
     let a = run(&dir, "a", &["--metadata", "zone=eu"]);
-    wait_for("a to lead", Duration::from_secs(10), || starts(&dir).len() == 1);
+    wait_for("a to lead", LIMIT, || starts(&dir).len() == 1);
     let out = Command::new(BIN).args(["status", "--store", &dir.store()]).output().expect("status");
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.lines().any(|l| l.starts_with("cli") && l.contains(" a ") && l.contains("zone=eu")), "{table}");
-    let mut watch = Command::new(BIN)
+    let mut watch = dir
+        .leader("w")
         .args(["watch", "--store", &dir.store(), "cli", "--json"])
-        .stdout(Stdio::piped())
+        .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("watch");
     let stdout = watch.stdout.take().expect("stdout");
     let first = std::io::BufRead::lines(std::io::BufReader::new(stdout)).next().expect("a line").expect("utf-8");
     let line: serde_json::Value = serde_json::from_str(&first).expect("json line");
     assert_eq!(line["leader"]["participant_id"], "a");
-    reap(watch);
+    // Its reader is gone (as with `| head -1`): at the next change watch ends quietly, exit 0.
+    signal(a.id() as i32, Signal::SIGTERM);
+    let status = wait_exit(&mut watch, LIMIT);
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(dir.stderr("w"), "", "no panic message");
     reap(a);
-    let _ = Path::new(".");
 }
 
 #[test]

@@ -103,10 +103,11 @@ impl ConsulStore {
         }
     }
 
-    /// The session of this (election, instance), created if there is none.
-    async fn session_for(&self, req: &AcquireRequest) -> Result<String> {
+    /// The session of this (election, instance), created if there is none; `true` with a session
+    /// created by this call (its TTL counts from now).
+    async fn session_for(&self, req: &AcquireRequest) -> Result<(String, bool)> {
         if let Some(s) = self.cached_session(&req.election, &req.instance_id) {
-            return Ok(s);
+            return Ok((s, false));
         }
         let body = api::SessionCreate::new(
             format!("leader:{}:{}", req.election, req.participant_id),
@@ -123,7 +124,24 @@ impl ConsulStore {
         // Kept before anything else can be awaited: a cancelled acquire that already created the
         // session finds it again on its retry (and so finds its own lock, same token). If another
         // call for the same instance cached one first, that one is used (ours expires unused).
-        Ok(lock(&self.inner.sessions).entry((req.election.clone(), req.instance_id.clone())).or_insert(id).clone())
+        let cached =
+            lock(&self.inner.sessions).entry((req.election.clone(), req.instance_id.clone())).or_insert(id).clone();
+        Ok((cached, true))
+    }
+
+    /// The session to lock with in this acquire, its TTL counting from now: Consul restarts a
+    /// session's timer on create and renew only, not on `lock`. A session cached from an earlier
+    /// attempt (a follower's, made at its first attempt and idle while it followed) is renewed
+    /// first; had it been locked with as it was, Consul could reap it (and delete the key,
+    /// `Behavior: delete`) one TTL after it was *made*, long before the new leader's local
+    /// deadline. A session Consul no longer knows is replaced by a new one.
+    async fn fresh_session_for(&self, req: &AcquireRequest) -> Result<String> {
+        let (session, created) = self.session_for(req).await?;
+        if created || self.renew_session(&session).await? {
+            return Ok(session);
+        }
+        self.forget_session(&req.election, &req.instance_id, &session);
+        Ok(self.session_for(req).await?.0)
     }
 
     /// `PUT /v1/session/renew/<id>`: `false` when Consul no longer knows the session.
@@ -260,7 +278,9 @@ impl LeaseStore for ConsulStore {
         }
         .encode()?;
         for _ in 0..ACQUIRE_ROUNDS {
-            let session = self.session_for(req).await?;
+            // Its TTL counts from this acquire (created or renewed just now): the local deadline
+            // of a tenure won here counts from the acquire's send, earlier still.
+            let session = self.fresh_session_for(req).await?;
             let outcome = self.txn(&api::txn_acquire(&key, &value, &session)).await?;
             if let TxnOutcome::Committed(_) = outcome {
                 return Ok(Acquire::Acquired(self.committed_lease(&req.election, &outcome)?));
@@ -291,11 +311,13 @@ impl LeaseStore for ConsulStore {
                 return Ok(Acquire::Held(holder.ok().flatten()));
             };
             // Already ours (the instance id is unique to one Election object): a fresh TTL
-            // (session renew) and the new metadata, same token. The session holding it is ours,
-            // even if it is not the one cached.
+            // (session renew, unless it is the session just renewed or made above) and the new
+            // metadata, same token. The session holding it is ours, even if it is not the one
+            // cached.
+            let fresh = holding == session;
             let session = holding;
             self.adopt_session(&req.election, &req.instance_id, &session);
-            if !self.renew_session(&session).await? {
+            if !fresh && !self.renew_session(&session).await? {
                 self.forget_session(&req.election, &req.instance_id, &session);
                 continue;
             }
@@ -500,7 +522,8 @@ impl leader_core::RawFloor for Floor {
             ttl: Duration::from_secs(15),
             metadata: Metadata::new(),
         };
-        let session = self.session.get_or_try_init(|| self.store.session_for(&req)).await?;
+        let session =
+            self.session.get_or_try_init(|| async { Ok::<_, Error>(self.store.session_for(&req).await?.0) }).await?;
         let value =
             LeaseValue { participant_id: req.participant_id, instance_id: req.instance_id, metadata: Metadata::new() }
                 .encode()?;

@@ -238,16 +238,37 @@ async fn already_ours_keeps_the_token_and_refreshes() -> leader_core::Result<()>
         reply(200, fixture("session_create.json")),
         reply(409, fixture("txn_key_exists.json")),
         reply(200, fixture("kv_get.json")),
+        // no renew: the session holding it is the one just created (its TTL counts from now)
+        reply(200, fixture("txn_acquire_committed.json")),
+        // a second try_acquire (manual mode renews this way): renew, then the same refresh
         reply(200, fixture("session_renew.json")),
+        reply(409, fixture("txn_key_exists.json")),
+        reply(200, fixture("kv_get.json")),
         reply(200, fixture("txn_acquire_committed.json")),
     ])
     .await;
     let store = ConsulStore::connect(&r.url)?;
     let Acquire::Acquired(lease) = store.try_acquire(&request()).await? else { panic!("not acquired") };
     assert_eq!(lease.token.get(), 1_086_512);
+    let Acquire::Acquired(again) = store.try_acquire(&request()).await? else { panic!("not acquired") };
+    assert_eq!(again.token, lease.token);
     let sent = r.sent();
-    assert_eq!(sent[3].target, format!("/v1/session/renew/{SESSION}?dc=dc1"));
-    let update = sent[4].json();
+    let targets: Vec<&str> = sent.iter().map(|s| s.target.as_str()).collect();
+    let renew = format!("/v1/session/renew/{SESSION}?dc=dc1");
+    assert_eq!(
+        targets,
+        [
+            "/v1/session/create?dc=dc1",
+            "/v1/txn?dc=dc1",
+            "/v1/kv/leader/jobs?recurse=false&dc=dc1",
+            "/v1/txn?dc=dc1",
+            &renew,
+            "/v1/txn?dc=dc1",
+            "/v1/kv/leader/jobs?recurse=false&dc=dc1",
+            "/v1/txn?dc=dc1",
+        ]
+    );
+    let update = sent[3].json();
     assert_eq!(update[0]["KV"]["Verb"], "check-session");
     assert_eq!(update[1], json!({"KV": {"Verb": "check-index", "Key": "leader/jobs", "Index": 1_086_530}}));
     assert_eq!(decoded_lock_value(&update[2]), lock_value());
@@ -397,5 +418,92 @@ async fn our_lock_under_an_uncached_session_is_adopted() -> leader_core::Result<
     let sent = r.sent();
     assert_eq!(sent[3].target, format!("/v1/session/renew/{SESSION}?dc=dc1"));
     assert_eq!(sent[4].json()[0]["KV"]["Session"], SESSION);
+    Ok(())
+}
+
+/// The key's entry as `GET /v1/kv/<key>` answers it: held by `session` for `instance`.
+fn kv_held_by(instance: &str, session: &str) -> String {
+    use base64::Engine as _;
+    let value = json!({"participant_id": "other", "instance_id": instance, "metadata": {}}).to_string();
+    json!([{
+        "CreateIndex": 1_086_400, "ModifyIndex": 1_086_400, "LockIndex": 1, "Key": "leader/jobs", "Flags": 0,
+        "Value": base64::engine::general_purpose::STANDARD.encode(value), "Session": session,
+    }])
+    .to_string()
+}
+
+/// A follower's session is made at its first attempt and is not renewed while it follows; `lock`
+/// does not restart Consul's session timer. So when a later attempt finds the key free, the
+/// session must be renewed *before* the lock, or Consul may reap it (deleting the key) one TTL
+/// after it was made: early in the new tenure, while its holder still believes it leads. Before
+/// the fix the second attempt went straight to the lock transaction.
+#[tokio::test]
+async fn a_followers_session_is_renewed_before_it_locks() -> leader_core::Result<()> {
+    let r = Responder::start(vec![
+        // first attempt: someone else holds the key
+        reply(200, fixture("session_create.json")),
+        reply(409, fixture("txn_key_exists.json")),
+        reply(200, kv_held_by("another-instance", "11111111-2222-3333-4444-555555555555")),
+        // a later attempt, the key free now: renew the cached session, then lock
+        reply(200, fixture("session_renew.json")),
+        reply(200, fixture("txn_acquire_committed.json")),
+    ])
+    .await;
+    let store = ConsulStore::connect(&r.url)?;
+    let Acquire::Held(Some(holder)) = store.try_acquire(&request()).await? else { panic!("expected Held(holder)") };
+    assert_eq!(holder.instance_id, "another-instance");
+    let Acquire::Acquired(lease) = store.try_acquire(&request()).await? else { panic!("not acquired") };
+    assert_eq!(lease.token.get(), 1_086_512);
+    let sent = r.sent();
+    let targets: Vec<(&str, &str)> = sent.iter().map(|s| (s.method.as_str(), s.target.as_str())).collect();
+    let renew = format!("/v1/session/renew/{SESSION}?dc=dc1");
+    assert_eq!(
+        targets,
+        [
+            ("PUT", "/v1/session/create?dc=dc1"),
+            ("PUT", "/v1/txn?dc=dc1"),
+            ("GET", "/v1/kv/leader/jobs?recurse=false&dc=dc1"),
+            ("PUT", renew.as_str()),
+            ("PUT", "/v1/txn?dc=dc1"),
+        ]
+    );
+    let lock = sent[4].json();
+    assert_eq!(lock[0], json!({"KV": {"Verb": "check-not-exists", "Key": "leader/jobs"}}));
+    assert_eq!(lock[1]["KV"]["Session"], SESSION, "locks with the session it just renewed");
+    Ok(())
+}
+
+/// The cached session expired while its instance followed (renew answers 404): a new session is
+/// made, and the lock uses that one.
+#[tokio::test]
+async fn a_followers_expired_session_is_replaced_before_it_locks() -> leader_core::Result<()> {
+    let fresh = "22222222-0000-0000-0000-000000000000";
+    let r = Responder::start(vec![
+        reply(200, fixture("session_create.json")),
+        reply(409, fixture("txn_key_exists.json")),
+        reply(200, kv_held_by("another-instance", "11111111-2222-3333-4444-555555555555")),
+        reply(404, format!("Session id '{SESSION}' not found")),
+        reply(200, json!({ "ID": fresh }).to_string()),
+        reply(200, fixture("txn_acquire_committed.json")),
+    ])
+    .await;
+    let store = ConsulStore::connect(&r.url)?;
+    assert!(matches!(store.try_acquire(&request()).await?, Acquire::Held(Some(_))));
+    assert!(matches!(store.try_acquire(&request()).await?, Acquire::Acquired(_)));
+    let sent = r.sent();
+    let targets: Vec<&str> = sent.iter().map(|s| s.target.as_str()).collect();
+    let renew = format!("/v1/session/renew/{SESSION}?dc=dc1");
+    assert_eq!(
+        targets,
+        [
+            "/v1/session/create?dc=dc1",
+            "/v1/txn?dc=dc1",
+            "/v1/kv/leader/jobs?recurse=false&dc=dc1",
+            &renew,
+            "/v1/session/create?dc=dc1",
+            "/v1/txn?dc=dc1",
+        ]
+    );
+    assert_eq!(sent[5].json()[1]["KV"]["Session"], fresh);
     Ok(())
 }

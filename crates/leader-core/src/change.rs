@@ -13,23 +13,39 @@ use tokio_stream::wrappers::BroadcastStream;
 use crate::LeaderInfo;
 
 /// What kind of transition a [`LeadershipChange`] reports.
+///
+/// The first item of every [`changes()`](crate::Election::changes) stream is a snapshot of the
+/// state at subscription ([`LeadershipChange::is_snapshot`]): kind `Acquired` if this participant
+/// leads then, else `LeaderChanged` with the holder (or none). It reports a state, not a transition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ChangeKind {
-    /// This participant became leader (once per acquisition).
+    /// This participant became leader (once per acquisition), or, in a snapshot, leads at
+    /// subscription (a tenure in progress).
     Acquired,
     /// This participant stopped being leader (once per loss).
     Lost,
-    /// Another participant became leader, or nobody leads now.
+    /// Another participant became leader, or nobody leads now (in a snapshot: the holder at
+    /// subscription, while this participant does not lead).
     LeaderChanged,
 }
 
-/// A set of [`ChangeKind`]s, for [`kinds`](crate::LeadershipStreamExt::kinds).
+/// A set of [`ChangeKind`]s, plus the [`SNAPSHOT`](ChangeKinds::SNAPSHOT) flag, for
+/// [`kinds`](crate::LeadershipStreamExt::kinds).
+///
+/// A change [`matches`](ChangeKinds::matches) the set when its kind is in the set and, if it is the
+/// subscription snapshot ([`LeadershipChange::is_snapshot`]), the set also has `SNAPSHOT`. So
+/// `SNAPSHOT` widens the kind bits, it does not select on its own: `ACQUIRED | SNAPSHOT` passes
+/// every `Acquired`, the snapshot included; `ACQUIRED` passes only the live ones; `SNAPSHOT` alone
+/// passes nothing. [`ALL`](ChangeKinds::ALL) is every kind without snapshots; `ALL | SNAPSHOT`
+/// passes everything.
 ///
 /// ```
 /// use leader_core::{ChangeKind, ChangeKinds};
 /// let set = ChangeKinds::ACQUIRED | ChangeKinds::LOST;
 /// assert!(set.contains(ChangeKind::Lost));
 /// assert!(!set.contains(ChangeKind::LeaderChanged));
+/// assert!(!set.contains_snapshots());
+/// assert!((set | ChangeKinds::SNAPSHOT).contains_snapshots());
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct ChangeKinds(u8);
@@ -43,12 +59,36 @@ impl ChangeKinds {
     pub const LOST: ChangeKinds = ChangeKinds(2);
     /// [`ChangeKind::LeaderChanged`].
     pub const LEADER_CHANGED: ChangeKinds = ChangeKinds(4);
-    /// Every kind.
+    /// Every kind (snapshots not included: add [`SNAPSHOT`](ChangeKinds::SNAPSHOT) for them).
     pub const ALL: ChangeKinds = ChangeKinds(7);
+    /// Also pass the subscription snapshot when its kind is in the set (see the type's docs).
+    pub const SNAPSHOT: ChangeKinds = ChangeKinds(8);
 
     /// Whether `kind` is in the set.
     pub fn contains(self, kind: ChangeKind) -> bool {
         self.0 & ChangeKinds::from(kind).0 != 0
+    }
+
+    /// Whether the set has the [`SNAPSHOT`](ChangeKinds::SNAPSHOT) flag.
+    pub fn contains_snapshots(self) -> bool {
+        self.0 & ChangeKinds::SNAPSHOT.0 != 0
+    }
+
+    /// Whether [`kinds`](crate::LeadershipStreamExt::kinds) with this set passes `change`: its kind
+    /// is in the set, and it is not a snapshot or the set has `SNAPSHOT`.
+    ///
+    /// ```
+    /// # use leader_core::{ChangeKind, ChangeKinds, ChangeReason, LeadershipChange};
+    /// let snapshot = LeadershipChange {
+    ///     kind: ChangeKind::Acquired, is_leader: true, current: None, previous: None,
+    ///     reason: ChangeReason::Subscribed, missed: 0, at: std::time::SystemTime::now(),
+    /// };
+    /// assert!(!ChangeKinds::ACQUIRED.matches(&snapshot));
+    /// assert!((ChangeKinds::ACQUIRED | ChangeKinds::SNAPSHOT).matches(&snapshot));
+    /// assert!(!(ChangeKinds::LOST | ChangeKinds::SNAPSHOT).matches(&snapshot));
+    /// ```
+    pub fn matches(self, change: &LeadershipChange) -> bool {
+        self.contains(change.kind) && (!change.is_snapshot() || self.contains_snapshots())
     }
 }
 
@@ -80,7 +120,7 @@ impl<const N: usize> From<[ChangeKind; N]> for ChangeKinds {
 #[non_exhaustive]
 pub enum ChangeReason {
     /// The first item of every [`changes()`](crate::Election::changes) stream: the state when the
-    /// subscriber subscribed.
+    /// subscriber subscribed (see [`LeadershipChange::is_snapshot`]).
     Subscribed,
     /// This participant won a campaign (or a manual `try_acquire`).
     Elected,
@@ -131,7 +171,10 @@ pub struct LeadershipChange {
     pub previous: Option<LeaderInfo>,
     /// Why.
     pub reason: ChangeReason,
-    /// Changes this subscriber lost to overflow just before this one (normally 0).
+    /// Changes this subscriber lost to overflow of its buffer just before this one (normally 0).
+    /// Only overflow: the [`LeadershipStreamExt`](crate::LeadershipStreamExt) combinators never
+    /// count the items they merge or drop on purpose here; they carry an upstream count forward
+    /// into the next item they yield.
     pub missed: u64,
     /// When the change happened (wall clock, for display).
     #[serde(with = "humantime_serde")]
@@ -143,10 +186,22 @@ impl LeadershipChange {
     pub fn token(&self) -> Option<crate::FencingToken> {
         self.current.as_ref().map(|l| l.token)
     }
+
+    /// Whether this is the subscription snapshot, the first item of every
+    /// [`changes()`](crate::Election::changes) stream (`reason` [`ChangeReason::Subscribed`]). Its
+    /// kind is `Acquired` when this participant leads at subscription (a tenure in progress, which
+    /// later ends with a `Lost` like any other), else `LeaderChanged` with the holder or none. It
+    /// describes a state, not a transition: `previous` is `None`.
+    pub fn is_snapshot(&self) -> bool {
+        self.reason == ChangeReason::Subscribed
+    }
 }
 
 /// What an election's broadcast channel carries: a change, or the end of a run (a `stop()`).
 #[derive(Debug, Clone)]
+// Boxing the change would cost an allocation per change per subscriber (broadcast clones each item);
+// the small variant is rare (once per stop()).
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Event {
     /// A change emitted during run `run`.
     Change { run: u64, change: LeadershipChange },

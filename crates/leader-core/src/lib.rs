@@ -52,7 +52,7 @@ pub use lease::{FencingToken, LeaderInfo, Lease, LeaseHandle, Metadata};
 pub use observe::observe;
 pub use options::{ElectionOptions, DEFAULT_EVENT_BUFFER, DEFAULT_LEASE};
 pub use shutdown::shutdown_signal;
-pub use store::{Acquire, AcquireRequest, Capabilities, DynLeaseStore, LeaseStore, Refusal};
+pub use store::{Acquire, AcquireRequest, Capabilities, DynLeaseStore, LeaseStore, Refusal, Renewal};
 pub use stream_ext::{Debounce, DistinctUntilChanged, Kinds, LeadershipStreamExt, TakeUntilLeader, WhileLeader};
 pub use validate::{
     validate_election_name, validate_instance_id, validate_metadata, validate_participant_id, validate_prefix,

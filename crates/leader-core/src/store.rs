@@ -72,6 +72,15 @@ impl Refusal {
     }
 }
 
+/// One lease of a [`LeaseStore::renew_batch`]: renew `lease` by `ttl`.
+#[derive(Debug, Clone)]
+pub struct Renewal {
+    /// Our own lease, as last acquired or renewed.
+    pub lease: Lease,
+    /// How long the store keeps it from now.
+    pub ttl: Duration,
+}
+
 /// What a provider can do. Declared per provider; drives which conformance scenarios apply and what
 /// the docs say.
 ///
@@ -152,6 +161,24 @@ pub trait LeaseStore: Send + Sync + 'static {
     /// Gives up our own lease at once. `Ok(false)`: it was not ours (anymore); nothing changed.
     async fn release(&self, lease: &Lease) -> Result<bool>;
 
+    /// Renews several of our own leases (of different elections) in as few round trips as the
+    /// store allows: one statement, one script, one pipeline per node. Each lease gets its own
+    /// answer, in order, exactly as [`renew`](LeaseStore::renew) would give it; one bad lease
+    /// never fails the others. Elections sharing a store handle are renewed through this (see
+    /// [`Election`](crate::Election)).
+    ///
+    /// The default renews them one by one, concurrently. Layers must pass a batch on as one call.
+    async fn renew_batch(&self, batch: &[Renewal]) -> Vec<Result<Option<Lease>>> {
+        futures::future::join_all(batch.iter().map(|r| self.renew(&r.lease, r.ttl))).await
+    }
+
+    /// Releases several of our own leases in as few round trips as the store allows; each gets
+    /// its own answer, in order, as [`release`](LeaseStore::release) would give it. The default
+    /// releases them one by one, concurrently. Layers must pass a batch on as one call.
+    async fn release_batch(&self, leases: &[Lease]) -> Vec<Result<bool>> {
+        futures::future::join_all(leases.iter().map(|l| self.release(l))).await
+    }
+
     /// Replaces the metadata of our own lease. `Ok(None)`: it is no longer ours.
     async fn update_metadata(&self, lease: &Lease, metadata: &Metadata) -> Result<Option<Lease>>;
 
@@ -231,6 +258,12 @@ impl<T: LeaseStore + ?Sized> LeaseStore for Arc<T> {
     }
     async fn release(&self, lease: &Lease) -> Result<bool> {
         (**self).release(lease).await
+    }
+    async fn renew_batch(&self, batch: &[Renewal]) -> Vec<Result<Option<Lease>>> {
+        (**self).renew_batch(batch).await
+    }
+    async fn release_batch(&self, leases: &[Lease]) -> Vec<Result<bool>> {
+        (**self).release_batch(leases).await
     }
     async fn update_metadata(&self, lease: &Lease, metadata: &Metadata) -> Result<Option<Lease>> {
         (**self).update_metadata(lease, metadata).await

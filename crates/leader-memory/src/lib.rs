@@ -15,7 +15,7 @@
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> leader_core::Result<()> {
 //! use std::sync::Arc;
-//! use leader_core::{Election, ElectionOptions};
+//! use leader_core::{Election, ElectionOptions, Renewal};
 //! let store = Arc::new(leader_memory::MemoryStore::new());
 //! let a = Election::new(store.clone(), "jobs", "a", ElectionOptions::default())?;
 //! assert!(a.try_acquire().await?);
@@ -32,7 +32,7 @@ use std::time::{Duration, SystemTime};
 use futures::stream::{self, BoxStream, StreamExt};
 use leader_core::{
     async_trait, validate_election_name, validate_prefix, Acquire, AcquireRequest, Capabilities, ElectionOptions,
-    Error, FencingToken, LeaderInfo, Lease, LeaseStore, Metadata, Result,
+    Error, FencingToken, LeaderInfo, Lease, LeaseStore, Metadata, Renewal, Result,
 };
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -177,6 +177,25 @@ fn ours(held: &Held, lease: &Lease) -> bool {
     held.lease.instance_id == lease.instance_id && held.lease.token == lease.token
 }
 
+fn renew_in(map: &mut BTreeMap<String, Slot>, lease: &Lease, ttl: Duration, now: Instant) -> Option<Lease> {
+    let held = map.get_mut(&lease.election).and_then(|s| s.live(now))?;
+    if !ours(held, lease) {
+        return None;
+    }
+    held.expires = now + ttl;
+    Some(held.view(now))
+}
+
+fn release_in(map: &mut BTreeMap<String, Slot>, lease: &Lease, now: Instant) -> bool {
+    let Some(slot) = map.get_mut(&lease.election) else { return false };
+    if !slot.live(now).is_some_and(|h| ours(h, lease)) {
+        return false;
+    }
+    slot.lease = None;
+    slot.bump();
+    true
+}
+
 #[async_trait]
 impl LeaseStore for MemoryStore {
     fn as_any(&self) -> Option<&dyn std::any::Any> {
@@ -216,25 +235,26 @@ impl LeaseStore for MemoryStore {
 
     async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>> {
         let now = Instant::now();
-        let mut map = lock(&self.shared.elections);
-        let Some(held) = map.get_mut(&lease.election).and_then(|s| s.live(now)) else { return Ok(None) };
-        if !ours(held, lease) {
-            return Ok(None);
-        }
-        held.expires = now + ttl;
-        Ok(Some(held.view(now)))
+        Ok(renew_in(&mut lock(&self.shared.elections), lease, ttl, now))
     }
 
     async fn release(&self, lease: &Lease) -> Result<bool> {
         let now = Instant::now();
+        Ok(release_in(&mut lock(&self.shared.elections), lease, now))
+    }
+
+    /// One pass under one lock.
+    async fn renew_batch(&self, batch: &[Renewal]) -> Vec<Result<Option<Lease>>> {
+        let now = Instant::now();
         let mut map = lock(&self.shared.elections);
-        let Some(slot) = map.get_mut(&lease.election) else { return Ok(false) };
-        if !slot.live(now).is_some_and(|h| ours(h, lease)) {
-            return Ok(false);
-        }
-        slot.lease = None;
-        slot.bump();
-        Ok(true)
+        batch.iter().map(|r| Ok(renew_in(&mut map, &r.lease, r.ttl, now))).collect()
+    }
+
+    /// One pass under one lock.
+    async fn release_batch(&self, leases: &[Lease]) -> Vec<Result<bool>> {
+        let now = Instant::now();
+        let mut map = lock(&self.shared.elections);
+        leases.iter().map(|l| Ok(release_in(&mut map, l, now))).collect()
     }
 
     async fn update_metadata(&self, lease: &Lease, metadata: &Metadata) -> Result<Option<Lease>> {

@@ -137,6 +137,10 @@ impl PostgresStore {
 
     /// The fenced-write function, as `schema.table_holds`: `schema.table_holds(election, token)` is
     /// true iff `token` is the token of the election's current, unexpired holder. See the crate docs.
+    ///
+    /// It locks the lease row `FOR SHARE` until the calling transaction ends, which also holds up
+    /// the holder's own renewals: a fenced transaction open longer than `renew_deadline` makes the
+    /// leader step down. Keep fenced transactions well under `renew_deadline - renew_interval`.
     pub fn holds_function(&self) -> String {
         self.inner.names.holds_function()
     }

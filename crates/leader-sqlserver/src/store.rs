@@ -97,6 +97,10 @@ impl SqlServerStore {
     /// A T-SQL predicate for fenced writes in your own transactions: true while fencing token
     /// `@P2` still holds election `@P1` (lock hints keep the lease row stable until you commit):
     /// `UPDATE jobs SET ... WHERE id = @P3 AND <predicate>`.
+    ///
+    /// The lock hints hold the lease row until your transaction ends, which also holds up the
+    /// holder's own renewals: a fenced transaction open longer than `renew_deadline` makes the
+    /// leader step down. Keep fenced transactions well under `renew_deadline - renew_interval`.
     pub fn token_holds_predicate(&self) -> String {
         self.inner.sql.token_holds()
     }

@@ -11,6 +11,7 @@ use leader_core::{
 };
 use zookeeper_client::{self as zk, CreateMode, Stat};
 
+use crate::guard::NodeRef;
 use crate::nodes::{self, Candidate, NodeData, NodeHandle};
 use crate::session::{zk_error, Inner, Session};
 
@@ -44,15 +45,22 @@ impl Inner {
         }
     }
 
-    /// Creates this instance's candidate node, and the election node first if needed.
-    async fn create_candidate(&self, s: &Session, epath: &str, instance_id: &str, data: &[u8]) -> Result<String> {
+    /// Creates this instance's candidate node, and the election node first if needed: its path
+    /// and stat.
+    async fn create_candidate(
+        &self,
+        s: &Session,
+        epath: &str,
+        instance_id: &str,
+        data: &[u8],
+    ) -> Result<(String, Stat)> {
         let prefix = nodes::node_prefix(epath, instance_id);
         let opts = CreateMode::EphemeralSequential.with_acls(self.acls());
         for _ in 0..3 {
             match s.client.create(&prefix, data, &opts).await {
-                Ok((_, seq)) => {
+                Ok((stat, seq)) => {
                     self.created.send_modify(|n| *n += 1);
-                    return Ok(format!("{prefix}{seq}"));
+                    return Ok((format!("{prefix}{seq}"), stat));
                 }
                 Err(zk::Error::NoNode) => self.ensure_election(s, epath).await?,
                 Err(e) => return Err(zk_error("create candidate under", epath)(e)),
@@ -73,7 +81,9 @@ impl Inner {
             instance_id: req.instance_id.clone(),
             metadata: req.metadata.clone(),
         };
-        let mut created = false;
+        // The node this call created, with its stat: ours, with `wanted` as its data, and proven
+        // alive at the ensemble leader by the create itself (a write goes through the leader).
+        let mut created: Option<(String, Stat)> = None;
         for _ in 0..ROUNDS {
             let candidates = self.candidates(&s, &epath).await?.unwrap_or_default();
             // Find our node among the children (GUID protection: a create whose reply was lost is
@@ -81,19 +91,32 @@ impl Inner {
             // instance id from an earlier session of this store is stale (that session ended, or
             // after a server restart, may linger until the server expires it): delete it now. A
             // node of any other session is not ours, whatever its name says.
-            let mut own: Option<(Candidate, Vec<u8>, Stat)> = None;
+            //
+            // The listing comes from the server we are connected to, which may lag the ensemble: a
+            // node of ours that the ensemble leader already deleted (our session expired while that
+            // server was cut off from it) would still be listed. So before answering `Acquired`,
+            // our node is read through the ensemble leader (`synced`), unless this call created
+            // it. The node heading the listing is read that way at once (one round trip either way).
+            let mut own: Option<(Candidate, Vec<u8>, Stat, bool)> = None;
             let mut gone = HashSet::new();
             for c in candidates.iter().filter(|c| c.instance_id == req.instance_id) {
                 let path = format!("{epath}/{}", c.name);
                 if self.guards.expired(&path) {
-                    // The lease guard gave this node up (not renewed in time); it is being deleted.
+                    // The node guard gave this node up (nobody stood behind it); it is being deleted.
                     gone.insert(c.name.clone());
                     continue;
                 }
-                match self.get(&s, &path).await? {
+                let (found, synced) = match &created {
+                    Some((p, stat)) if *p == path => (Some((wanted.encode(), *stat)), true),
+                    _ if candidates.first().is_some_and(|first| first.name == c.name) => {
+                        (self.synced_get(&s, &path).await?, true)
+                    }
+                    _ => (self.get(&s, &path).await?, false),
+                };
+                match found {
                     Some((data, stat)) if stat.ephemeral_owner == s.id => {
                         if own.is_none() {
-                            own = Some((c.clone(), data, stat));
+                            own = Some((c.clone(), data, stat, synced));
                         } else {
                             // A second node of ours (cannot happen while calls are serialised
                             // per instance): keep the older one.
@@ -111,23 +134,33 @@ impl Inner {
                     }
                 }
             }
-            let Some((own, data, stat)) = own else {
-                if created {
+            let Some((own, data, stat, synced)) = own else {
+                if created.is_some() {
                     // Our new node vanished before we saw it (election path deleted from outside):
                     // start over with a new one.
                     tracing::debug!(election = %req.election, "own candidate node vanished; creating another");
                 }
-                self.create_candidate(&s, &epath, &req.instance_id, &wanted.encode()).await?;
-                created = true;
+                created = Some(self.create_candidate(&s, &epath, &req.instance_id, &wanted.encode()).await?);
                 continue;
             };
             let Some(lowest) = candidates.iter().find(|c| !gone.contains(&c.name)) else { continue };
             let own_path = format!("{epath}/{}", own.name);
+            let node =
+                NodeRef { path: &own_path, session_id: s.id, election: &req.election, instance: &req.instance_id };
             if lowest.name == own.name {
                 // Ours and created by this very session (the Curator double-leader bug, CURATOR-696,
-                // was granting leadership on the lowest node of an earlier session).
+                // was granting leadership on the lowest node of an earlier session), and seen
+                // through the ensemble leader.
+                let (data, stat) = if synced {
+                    (data, stat)
+                } else {
+                    match self.synced_get(&s, &own_path).await? {
+                        Some((data, stat)) if stat.ephemeral_owner == s.id => (data, stat),
+                        _ => continue,
+                    }
+                };
                 let Some((data, stat)) = self.publish(&s, &own_path, &wanted, data, stat).await? else { continue };
-                if !self.touch(&own_path, s.id, req.ttl) {
+                if !self.touch_leader(&node, req.ttl) {
                     continue;
                 }
                 return Ok(Acquire::Acquired(nodes::lease_of(
@@ -138,6 +171,10 @@ impl Inner {
                     &stat,
                     Some(s.id),
                 )));
+            }
+            // Queued: the guard deletes the node if nobody stands behind it any more.
+            if !self.touch_queued(&node, req.ttl) {
+                continue;
             }
             let lpath = format!("{epath}/{}", lowest.name);
             match self.get(&s, &lpath).await? {
@@ -181,9 +218,30 @@ impl Inner {
         }
     }
 
+    /// Reads `path` as the ensemble leader has it: `sync` (which the connected server passes to
+    /// the ensemble leader and answers only once it has applied everything the leader had
+    /// committed by then), then `getData`, both sent at once. The server answers a session's
+    /// requests in order, so the read waits for the sync: one round trip to the ensemble leader.
+    ///
+    /// A plain read is answered from the connected server's own copy. A server cut off from the
+    /// ensemble leader keeps answering reads (and pings) until it notices, up to
+    /// `syncLimit × tickTime` later, while the leader may expire the session meanwhile and delete
+    /// its nodes; the sync cannot complete without the leader, so a cut-off server fails it.
+    pub(crate) async fn synced_get(&self, s: &Session, path: &str) -> Result<Option<(Vec<u8>, Stat)>> {
+        let sync = s.client.sync(path);
+        let get = s.client.get_data(path);
+        sync.await.map_err(zk_error("sync", path))?;
+        match get.await {
+            Ok(found) => Ok(Some(found)),
+            Err(zk::Error::NoNode) => Ok(None),
+            Err(e) => Err(zk_error("get", path)(e)),
+        }
+    }
+
     /// Our node of `lease`, if it is still there, in our session, with the lease's token: its path
-    /// and current data and stat. One round trip to the server.
-    async fn own_node(&self, lease: &Lease) -> Result<Option<(Arc<Session>, String, Vec<u8>, Stat)>> {
+    /// and current data and stat. One round trip: to the connected server, or with `synced` to
+    /// the ensemble leader (see [`Inner::synced_get`]).
+    async fn own_node(&self, lease: &Lease, synced: bool) -> Result<Option<(Arc<Session>, String, Vec<u8>, Stat)>> {
         let Some(handle) = lease.handle.get::<NodeHandle>() else { return Ok(None) };
         if self.guards.expired(&handle.path) {
             return Ok(None);
@@ -193,7 +251,8 @@ impl Inner {
             // The session that created the node has expired, and its nodes with it.
             return Ok(None);
         }
-        let Some((data, stat)) = self.get(&s, &handle.path).await? else { return Ok(None) };
+        let found = if synced { self.synced_get(&s, &handle.path).await? } else { self.get(&s, &handle.path).await? };
+        let Some((data, stat)) = found else { return Ok(None) };
         let data_instance = serde_json::from_slice::<NodeData>(&data).ok().map(|d| d.instance_id);
         if stat.ephemeral_owner != s.id
             || nodes::token_of(&stat) != lease.token
@@ -205,11 +264,12 @@ impl Inner {
     }
 
     pub(crate) async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>> {
-        // The read is the round trip the local deadline rests on: an answer on this session means
-        // the server had heard from it when it answered, so the session (and our node) lives at
-        // least one session timeout past the moment the renew was sent.
-        let Some((s, path, data, stat)) = self.own_node(lease).await? else { return Ok(None) };
-        if !self.touch(&path, s.id, ttl) {
+        // The synced read is the round trip the local deadline rests on: the ensemble leader had
+        // not expired the session when it passed the sync, which was after the renew was sent.
+        // See "Ensembles" in the crate docs for the bounds this needs.
+        let Some((s, path, data, stat)) = self.own_node(lease, true).await? else { return Ok(None) };
+        let node = NodeRef { path: &path, session_id: s.id, election: &lease.election, instance: &lease.instance_id };
+        if !self.touch_leader(&node, ttl) {
             return Ok(None);
         }
         let name = path.rsplit('/').next().unwrap_or_default();
@@ -217,7 +277,7 @@ impl Inner {
     }
 
     pub(crate) async fn release(&self, lease: &Lease) -> Result<bool> {
-        let Some((s, path, _, stat)) = self.own_node(lease).await? else { return Ok(false) };
+        let Some((s, path, _, stat)) = self.own_node(lease, false).await? else { return Ok(false) };
         let deleted = self.delete(&s, &path, Some(stat.version)).await?;
         self.guards.forget(&path);
         Ok(deleted)
@@ -226,7 +286,7 @@ impl Inner {
     pub(crate) async fn update_metadata(&self, lease: &Lease, metadata: &Metadata) -> Result<Option<Lease>> {
         validate_metadata(metadata)?;
         for _ in 0..3 {
-            let Some((s, path, data, stat)) = self.own_node(lease).await? else { return Ok(None) };
+            let Some((s, path, data, stat)) = self.own_node(lease, false).await? else { return Ok(None) };
             let mut node: NodeData = serde_json::from_slice(&data)
                 .map_err(|e| Error::backend(format!("node {path} does not hold candidate data")).with_source(e))?;
             node.metadata = metadata.clone();

@@ -109,8 +109,9 @@ impl LeaseStore for ZooKeeperStore {
         self.inner.try_acquire(req).await
     }
 
-    /// Verifies with a round trip that our node is still there, in our session, and gives it
-    /// another `ttl` before the lease guard deletes it (see the crate docs).
+    /// Verifies with one round trip through the ensemble leader (`sync` + `getData`) that our node
+    /// is still there, in our session, and gives it another `ttl` before the node guard deletes it
+    /// (see the crate docs, "Ensembles").
     async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>> {
         self.inner.renew(lease, ttl).await
     }
@@ -153,7 +154,8 @@ impl LeaseStore for ZooKeeperStore {
             // czxid: grows for the life of the ensemble's data.
             durable_tokens: true,
             cross_host: true,
-            // ZooKeeper is CP: writes and session expiry go through the quorum.
+            // ZooKeeper is CP: writes and session expiry go through the quorum, and renews sync
+            // through the ensemble leader (tests/topology_ensemble.rs).
             survives_store_failover: true,
             lists_elections: true,
             reap_multiplier: 1,

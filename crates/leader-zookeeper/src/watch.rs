@@ -9,6 +9,7 @@ use futures::stream::{self, BoxStream, StreamExt};
 use leader_core::Result;
 use zookeeper_client::{self as zk, EventType, OneshotWatcher, SessionState};
 
+use crate::guard::WatcherGuard;
 use crate::session::{zk_error, Counters, Inner};
 
 /// What a watch was set on.
@@ -28,6 +29,8 @@ struct State {
     counters: Arc<Counters>,
     election: String,
     instance: Option<String>,
+    /// A candidate's stream counts as "this follower is alive" for the node guard while it is open.
+    _alive: Option<WatcherGuard>,
 }
 
 pub(crate) fn stream(inner: &Arc<Inner>, election: &str, instance: Option<&str>) -> BoxStream<'static, ()> {
@@ -36,6 +39,7 @@ pub(crate) fn stream(inner: &Arc<Inner>, election: &str, instance: Option<&str>)
         counters: inner.counters.clone(),
         election: election.to_owned(),
         instance: instance.map(str::to_owned),
+        _alive: instance.map(|i| inner.guards.watching(election, i)),
     };
     stream::unfold(state, |state| async move { state.next().await.map(|()| ((), state)) }).boxed()
 }

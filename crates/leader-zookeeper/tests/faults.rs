@@ -11,6 +11,7 @@ use std::time::Duration;
 use common::proxy::Proxy;
 use common::{eventually, options, unique, SESSION};
 use leader_core::Election;
+use leader_testkit::TenureRecorder;
 use leader_zookeeper::ZooKeeperStore;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
@@ -43,6 +44,9 @@ async fn partitioned_leader_steps_down_before_its_session_expires() {
     let name = unique("partition");
     let a = Election::new(Arc::new(sa.clone()), &name, "a", options()).unwrap();
     let b = Election::new(Arc::new(sb.clone()), &name, "b", options()).unwrap();
+    let recorder = TenureRecorder::new();
+    recorder.track(&a);
+    recorder.track(&b);
     a.start().await.unwrap();
     assert!(eventually(Duration::from_secs(5), || a.is_leader()).await);
     b.start().await.unwrap();
@@ -81,6 +85,7 @@ async fn partitioned_leader_steps_down_before_its_session_expires() {
     b.stop().await.unwrap();
     assert!(eventually(Duration::from_secs(5), || a.is_leader()).await, "a queued again and leads");
     a.stop().await.unwrap();
+    recorder.check().unwrap();
 }
 
 const JARS: [&str; 2] = ["/usr/share/java/zookeeper.jar", "/usr/share/java/slf4j-simple.jar"];
@@ -152,6 +157,11 @@ fn free_port() -> u16 {
 async fn server_restart_keeps_tokens_growing() {
     let Some(_url) = common::url() else { return };
     if JARS.iter().any(|j| !std::path::Path::new(j).exists()) {
+        let required = std::env::var("LEADER_TEST_REQUIRE").unwrap_or_default();
+        assert!(
+            !required.split(',').any(|p| p.trim() == "zookeeper"),
+            "LEADER_TEST_REQUIRE names zookeeper but {JARS:?} are missing (scripts/servers up zookeeper installs them)"
+        );
         eprintln!("skipped: no local ZooKeeper installation for a throwaway server ({JARS:?})");
         return;
     }
@@ -163,6 +173,9 @@ async fn server_restart_keeps_tokens_growing() {
     let name = unique("restart");
     let a = Election::new(Arc::new(sa.clone()), &name, "a", options()).unwrap();
     let b = Election::new(Arc::new(sb.clone()), &name, "b", options()).unwrap();
+    let recorder = TenureRecorder::new();
+    recorder.track(&a);
+    recorder.track(&b);
     a.start().await.unwrap();
     assert!(eventually(Duration::from_secs(5), || a.is_leader()).await);
     b.start().await.unwrap();
@@ -195,6 +208,8 @@ async fn server_restart_keeps_tokens_growing() {
     }
     a.stop().await.unwrap();
     b.stop().await.unwrap();
+    // Mutual exclusion across the restart: no two tenures overlapped, tokens grew.
+    recorder.check().unwrap();
     drop((a, b, sa, sb));
     server.stop().await;
     let _ = std::fs::remove_dir_all(&dir);

@@ -262,3 +262,92 @@ async fn retried_acquire_finds_its_node() {
     let ours = children.iter().filter(|c| c.contains(&req.instance_id)).count();
     assert_eq!(ours, 1, "one node per instance: {children:?}");
 }
+
+/// The names of an election's candidate nodes, lowest first.
+async fn queue(raw: &zookeeper_client::Client, root: &str, name: &str) -> Vec<String> {
+    let mut children = raw.list_children(&format!("{root}/{name}")).await.unwrap_or_default();
+    children.sort_by_key(|c| c.rsplit('_').next().and_then(|s| s.parse::<u64>().ok()));
+    children
+}
+
+/// A follower's `Election` dropped without `stop()` while its store handle lives on (shared with
+/// other work): its queued node must not hold the election up once it is the lowest. Before the
+/// queued-node guard, the node lived as long as the handle's session: the third participant never
+/// led.
+#[tokio::test]
+async fn dropped_follower_does_not_block_the_election() {
+    let Some(url) = common::url() else { return };
+    let (raw, root) = raw(&url).await;
+    let (sa, sb, sc) = (store(&url).await, store(&url).await, store(&url).await);
+    let name = unique("dropped");
+    let a = election(&sa, &name, "a");
+    a.start().await.unwrap();
+    assert!(eventually(Duration::from_secs(5), || a.is_leader()).await);
+    let b = election(&sb, &name, "b");
+    b.start().await.unwrap();
+    assert!(eventually(Duration::from_secs(5), || sb.watch_counters().predecessor_watches >= 1).await, "b queued");
+    let c = election(&sc, &name, "c");
+    c.start().await.unwrap();
+    assert!(eventually(Duration::from_secs(5), || sc.watch_counters().predecessor_watches >= 1).await, "c queued");
+    assert_eq!(queue(&raw, &root, &name).await.len(), 3);
+
+    drop(b); // no stop(): its node stays; sb (its session) lives on
+    let t1 = token(&a);
+    a.stop().await.unwrap();
+    let stopped = tokio::time::Instant::now();
+    // b's node is the lowest now and nobody stands behind it: the guard deletes it at most one
+    // lease after b's last acquire attempt, and c's watch on it fires.
+    let bound = common::SESSION * 2 + Duration::from_secs(2);
+    assert!(eventually(bound, || c.is_leader()).await, "c leads within {bound:?} of a's stop");
+    eprintln!("dropped follower: c led {:?} after a stopped", stopped.elapsed());
+    assert!(token(&c) > t1);
+    assert_eq!(queue(&raw, &root, &name).await.len(), 1, "only c's node is left");
+    c.stop().await.unwrap();
+    drop(sb);
+}
+
+/// A manual-mode caller that tried once and stopped calling: the same, without any watch stream.
+#[tokio::test]
+async fn abandoned_manual_candidate_does_not_block_the_election() {
+    let Some(url) = common::url() else { return };
+    let (sa, sb, sc) = (store(&url).await, store(&url).await, store(&url).await);
+    let name = unique("manual");
+    let a = election(&sa, &name, "a");
+    assert!(a.try_acquire().await.unwrap());
+    let b = election(&sb, &name, "b");
+    assert!(!b.try_acquire().await.unwrap(), "b queues behind a");
+    let c = election(&sc, &name, "c");
+    c.start().await.unwrap();
+    assert!(eventually(Duration::from_secs(5), || sc.watch_counters().predecessor_watches >= 1).await, "c queued");
+    // b never calls again, and is not dropped either.
+    a.release().await.unwrap();
+    let bound = common::SESSION * 2 + Duration::from_secs(2);
+    assert!(eventually(bound, || c.is_leader()).await, "c leads within {bound:?}");
+    assert!(!b.is_leader());
+    // b comes back: it queues again, behind c.
+    assert!(!b.try_acquire().await.unwrap());
+    c.stop().await.unwrap();
+    assert!(b.try_acquire().await.unwrap(), "b leads once c is gone");
+    b.release().await.unwrap();
+}
+
+/// The guard never cuts a live follower: one that waits on its watch for several leases keeps its
+/// node (and its place), and takes over at once when the leader leaves.
+#[tokio::test]
+async fn waiting_follower_keeps_its_node() {
+    let Some(url) = common::url() else { return };
+    let (raw, root) = raw(&url).await;
+    let (sa, sb) = (store(&url).await, store(&url).await);
+    let name = unique("patient");
+    let (a, b) = (election(&sa, &name, "a"), election(&sb, &name, "b"));
+    a.start().await.unwrap();
+    assert!(eventually(Duration::from_secs(5), || a.is_leader()).await);
+    b.start().await.unwrap();
+    assert!(eventually(Duration::from_secs(5), || sb.watch_counters().predecessor_watches >= 1).await);
+    let before = queue(&raw, &root, &name).await;
+    tokio::time::sleep(common::SESSION * 3).await;
+    assert_eq!(queue(&raw, &root, &name).await, before, "the follower's node was not replaced");
+    a.stop().await.unwrap();
+    assert!(eventually(Duration::from_secs(3), || b.is_leader()).await, "b takes over at once");
+    b.stop().await.unwrap();
+}

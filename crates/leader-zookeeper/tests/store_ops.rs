@@ -65,9 +65,32 @@ async fn check_options_requires_the_session_timeout() {
     assert_eq!(err.kind(), ErrorKind::InvalidArgument);
     assert!(err.to_string().contains("3s") && err.to_string().contains("4s"), "{err}");
 
-    // Asking for less than the server's minimum (1 s) is clamped; the error says so.
-    let clamped = ZooKeeperStore::connect(&common::with_session(&url, Duration::from_millis(200))).await.unwrap();
+    // Asking for less than the server's minimum (1 s) is clamped; the error says so. (Not much
+    // less: the client gives its first connection attempt 2/5 of the requested timeout, and a
+    // loaded machine can take longer than 80 ms, the budget a 200 ms request would leave.)
+    let clamped = ZooKeeperStore::connect(&common::with_session(&url, Duration::from_millis(900))).await.unwrap();
     assert_eq!(clamped.session_timeout(), Duration::from_secs(1));
-    let err = clamped.check_options(&leader_core::ElectionOptions::from_lease(Duration::from_millis(200))).unwrap_err();
+    let err = clamped.check_options(&leader_core::ElectionOptions::from_lease(Duration::from_millis(900))).unwrap_err();
     assert!(err.to_string().contains("clamped"), "{err}");
+}
+
+/// The testkit provider's `break_lease` deletes the holder's node behind its back: the holder's
+/// next renew answers "no longer yours", and the queued candidate leads.
+#[tokio::test]
+async fn break_lease_takes_the_node_away() {
+    use leader_testkit::Provider;
+    let Some(url) = common::url() else { return };
+    let provider = common::provider::ZkProvider::from_url(&url, common::SESSION).expect("a zk:// URL");
+    let (a, b) = (common::store(&url).await, common::store(&url).await);
+    let e = common::unique("broken");
+    let (ra, rb) = (req(&e, "a"), req(&e, "b"));
+    let Acquire::Acquired(la) = a.try_acquire(&ra).await.unwrap() else { panic!("a should lead") };
+    assert!(matches!(b.try_acquire(&rb).await.unwrap(), Acquire::Held(Some(_))));
+    provider.break_lease(&e).await.expect("implemented").unwrap();
+    assert!(a.renew(&la, common::SESSION).await.unwrap().is_none(), "a's renew finds its node gone");
+    let Acquire::Acquired(lb) = b.try_acquire(&rb).await.unwrap() else { panic!("b leads now") };
+    assert!(lb.token > la.token);
+    assert!(b.release(&lb).await.unwrap());
+    // Nothing left to break.
+    assert!(provider.break_lease(&e).await.expect("implemented").is_err());
 }

@@ -10,12 +10,13 @@ use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use super::batch::{self, Coalescer};
 use super::leadership::{lock, Leadership, Stamp};
 use crate::change::Event;
 use crate::clock::SuspendClock;
 use crate::{
     Acquire, AcquireRequest, Capabilities, ChangeKind, ChangeReason, ElectionOptions, Error, ErrorKind, FencingToken,
-    LeaderInfo, LeadershipChange, LeadershipChanges, Lease, LeaseStore, Metadata, Refusal, Result,
+    LeaderInfo, LeadershipChange, LeadershipChanges, Lease, LeaseStore, Metadata, Refusal, Renewal, Result,
 };
 
 tokio::task_local! {
@@ -169,6 +170,8 @@ pub(crate) struct Core {
     state: Mutex<State>,
     events: broadcast::Sender<Event>,
     pub(crate) suspend: Arc<dyn SuspendClock>,
+    /// The batches of the store handle this election shares with others.
+    pub(crate) coalescer: Arc<Coalescer>,
     pub(crate) status: watch::Sender<Status>,
     /// Serialises the calls that change our lease (driver, manual `try_acquire`, `release`,
     /// `set_metadata`), so that a renew never races a release of the same lease.
@@ -176,6 +179,12 @@ pub(crate) struct Core {
     /// Pokes the driver to re-evaluate (after `release`, `set_metadata`).
     pub(crate) wake: tokio::sync::Notify,
     health_check: Option<HealthCheck>,
+}
+
+impl Drop for Core {
+    fn drop(&mut self) {
+        self.coalescer.detach();
+    }
 }
 
 /// What one acquire attempt found.
@@ -196,6 +205,7 @@ impl Core {
         suspend: Arc<dyn SuspendClock>,
     ) -> Self {
         let caps = store.capabilities();
+        let coalescer = Coalescer::attach(&store);
         let (events, _) = broadcast::channel(options.event_buffer);
         Core {
             store,
@@ -208,6 +218,7 @@ impl Core {
             state: Mutex::new(State::default()),
             events,
             suspend,
+            coalescer,
             status: watch::Sender::new(Status { stopped: true, ..Status::default() }),
             op_lock: tokio::sync::Mutex::new(()),
             wake: tokio::sync::Notify::new(),
@@ -561,7 +572,24 @@ impl Core {
             return Ok(());
         }
         let _op = self.op_lock.lock().await;
-        self.call("release", self.store.release(&tenure.info())).await.map(drop)
+        let release = self.coalescer.release(tenure.info(), batch::window(self.options.renew_interval));
+        self.call("release", release).await.map(drop)
+    }
+
+    /// Renews `tenure`'s lease (in a batch with the other elections on this store handle, if
+    /// any); the stamp of the batch's send time with the answer.
+    pub(crate) async fn renew(&self, tenure: &Leadership) -> Result<(Stamp, Option<Lease>)> {
+        // The suspend clock is read before queueing: a suspend while the batch waits then comes
+        // off the deadline too (never the other way round).
+        let suspended = self.suspend.suspended();
+        let renewal = Renewal { lease: tenure.info(), ttl: self.options.lease_duration };
+        let coalescer = self.coalescer.clone();
+        let window = batch::window(self.options.renew_interval);
+        let renew = async move {
+            let (sent, answer) = coalescer.renew(renewal, window).await;
+            answer.map(|lease| (Stamp { sent, suspended }, lease))
+        };
+        self.call("renew", renew).await
     }
 
     /// A follower saw `holder` (or nobody); emits `LeaderChanged` when that is news.

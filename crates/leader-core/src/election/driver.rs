@@ -47,6 +47,19 @@ pub(crate) async fn run_guarded(core: Arc<Core>, stop: watch::Receiver<bool>) {
 
 async fn run(core: Arc<Core>, mut stop: watch::Receiver<bool>) {
     let mut driver = Driver { core, watch: None, watch_retry_at: Instant::now(), next_renew: Instant::now() };
+    // Elections that share a store handle and start together would all campaign in the same
+    // instant: spread their first attempts over a millisecond per election on the handle, at most
+    // one retry interval (a lone election goes at once).
+    let sharing = driver.core.coalescer.attached();
+    if sharing > 1 && driver.core.tenure().is_none() {
+        let most = (Duration::from_millis(1) * u32::try_from(sharing).unwrap_or(u32::MAX))
+            .min(driver.core.options.retry_interval);
+        let spread = most.mul_f64(fastrand::f64());
+        tokio::select! {
+            _ = tokio::time::sleep(spread) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
     loop {
         if *stop.borrow() {
             break;
@@ -107,15 +120,13 @@ impl Driver {
             core.end_tenure(&tenure, core.deadline_reason());
             return;
         }
-        let stamp = core.stamp();
-        let lease = tenure.info();
-        match core.call("renew", core.store.renew(&lease, core.options.lease_duration)).await {
-            Ok(Some(renewed)) => {
+        match core.renew(&tenure).await {
+            Ok((stamp, Some(renewed))) => {
                 if core.renewed(&tenure, renewed, stamp) {
                     self.next_renew = stamp.sent + core.options.renew_interval;
                 }
             }
-            Ok(None) => {
+            Ok((_, None)) => {
                 core.end_tenure(&tenure, ChangeReason::Expired);
             }
             Err(_) => {

@@ -1,5 +1,6 @@
 //! [`Election`]: one participant in one election, driven by hand or in the background.
 
+mod batch;
 mod core;
 mod driver;
 mod leadership;

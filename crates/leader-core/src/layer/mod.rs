@@ -40,7 +40,10 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 use tokio::time::Instant;
 
-use crate::{Acquire, AcquireRequest, Capabilities, ElectionOptions, LeaderInfo, Lease, LeaseStore, Metadata, Result};
+use crate::{
+    Acquire, AcquireRequest, Capabilities, ElectionOptions, Error, LeaderInfo, Lease, LeaseStore, Metadata, Renewal,
+    Result,
+};
 
 /// The store operations, as layers see them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -59,12 +62,35 @@ pub enum Op {
     Current,
     /// [`LeaseStore::list`].
     List,
+    /// [`LeaseStore::renew_batch`]: one call for many leases (its election is `"*"`).
+    RenewBatch,
+    /// [`LeaseStore::release_batch`]: one call for many leases (its election is `"*"`).
+    ReleaseBatch,
 }
 
 impl Op {
     /// Every operation.
-    pub const ALL: [Op; 7] =
-        [Op::TryAcquire, Op::Renew, Op::Release, Op::UpdateMetadata, Op::Withdraw, Op::Current, Op::List];
+    pub const ALL: [Op; 9] = [
+        Op::TryAcquire,
+        Op::Renew,
+        Op::Release,
+        Op::UpdateMetadata,
+        Op::Withdraw,
+        Op::Current,
+        Op::List,
+        Op::RenewBatch,
+        Op::ReleaseBatch,
+    ];
+
+    /// The one-lease operation a batch operation stands for (itself for the others): how fault
+    /// settings for `Renew` also reach renewals that travel in a batch.
+    pub fn single(self) -> Op {
+        match self {
+            Op::RenewBatch => Op::Renew,
+            Op::ReleaseBatch => Op::Release,
+            other => other,
+        }
+    }
 
     /// A short name, e.g. `"try_acquire"` (used as a metric label).
     pub fn as_str(self) -> &'static str {
@@ -76,6 +102,8 @@ impl Op {
             Op::Withdraw => "withdraw",
             Op::Current => "current",
             Op::List => "list",
+            Op::RenewBatch => "renew_batch",
+            Op::ReleaseBatch => "release_batch",
         }
     }
 }
@@ -166,6 +194,32 @@ impl<I: Intercept + ?Sized> Intercepted<I> {
     }
 }
 
+impl<I: Intercept + ?Sized> Intercepted<I> {
+    /// A batch call, through the hook once: refused as a whole (every item gets the error), and
+    /// reported as failed when every item failed.
+    async fn run_batch<T>(
+        &self,
+        op: Op,
+        len: usize,
+        call: impl std::future::Future<Output = Vec<Result<T>>>,
+    ) -> Vec<Result<T>> {
+        let mut pending = Pending { hook: &*self.hook, op, election: "*", start: Instant::now(), done: false };
+        let results = match self.hook.before(op, "*").await {
+            Ok(()) => call.await,
+            Err(e) => (0..len).map(|_| Err(replicate(&e))).collect(),
+        };
+        pending.done = true;
+        let ok = results.is_empty() || results.iter().any(Result::is_ok);
+        self.hook.after(op, "*", ok, pending.start.elapsed());
+        results
+    }
+}
+
+/// The same error again (kind and message), for each item of a batch refused as a whole.
+pub(crate) fn replicate(e: &Error) -> Error {
+    Error::new(e.kind(), e.to_string())
+}
+
 /// Reports a call to `after` as failed if its future is dropped before it finishes.
 struct Pending<'a, I: Intercept + ?Sized> {
     hook: &'a I,
@@ -193,6 +247,12 @@ impl<I: Intercept + ?Sized> LeaseStore for Intercepted<I> {
     }
     async fn release(&self, lease: &Lease) -> Result<bool> {
         self.run(Op::Release, &lease.election, self.inner.release(lease)).await
+    }
+    async fn renew_batch(&self, batch: &[Renewal]) -> Vec<Result<Option<Lease>>> {
+        self.run_batch(Op::RenewBatch, batch.len(), self.inner.renew_batch(batch)).await
+    }
+    async fn release_batch(&self, leases: &[Lease]) -> Vec<Result<bool>> {
+        self.run_batch(Op::ReleaseBatch, leases.len(), self.inner.release_batch(leases)).await
     }
     async fn update_metadata(&self, lease: &Lease, metadata: &Metadata) -> Result<Option<Lease>> {
         self.run(Op::UpdateMetadata, &lease.election, self.inner.update_metadata(lease, metadata)).await

@@ -7,7 +7,9 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 
 use super::{Layer, Op};
-use crate::{Acquire, AcquireRequest, Capabilities, ElectionOptions, LeaderInfo, Lease, LeaseStore, Metadata, Result};
+use crate::{
+    Acquire, AcquireRequest, Capabilities, ElectionOptions, LeaderInfo, Lease, LeaseStore, Metadata, Renewal, Result,
+};
 
 /// Retries transient errors ([`Error::is_transient`](crate::Error::is_transient)) a bounded number
 /// of times with jittered exponential backoff.
@@ -112,6 +114,48 @@ impl Retry {
     }
 }
 
+impl Retry {
+    /// A batch: the items that failed with a transient error are sent again, as one smaller batch,
+    /// with the same backoff as single calls.
+    async fn run_batch<T, X, F, Fut>(&self, op: Op, items: &[X], mut call: F) -> Vec<Result<T>>
+    where
+        X: Clone + Send + Sync,
+        F: FnMut(Vec<X>) -> Fut + Send,
+        Fut: std::future::Future<Output = Vec<Result<T>>> + Send,
+    {
+        let retries = if self.policy.ops.contains(&op) { self.policy.max_retries } else { 0 };
+        let mut results: Vec<Option<Result<T>>> = (0..items.len()).map(|_| None).collect();
+        let mut todo: Vec<usize> = (0..items.len()).collect();
+        let mut backoff = self.policy.initial_backoff;
+        let mut attempt = 0;
+        loop {
+            let answers = call(todo.iter().map(|&i| items[i].clone()).collect()).await;
+            let mut again = Vec::new();
+            for (&i, answer) in todo.iter().zip(answers) {
+                match answer {
+                    Err(e) if e.is_transient() && attempt < retries => {
+                        again.push(i);
+                        results[i] = Some(Err(e));
+                    }
+                    other => results[i] = Some(other),
+                }
+            }
+            if again.is_empty() {
+                break;
+            }
+            attempt += 1;
+            tracing::debug!(op = op.as_str(), attempt, items = again.len(), "retrying part of a store batch");
+            tokio::time::sleep(backoff.mul_f64(0.5 + fastrand::f64() * 0.5)).await;
+            backoff = (backoff * 2).min(self.policy.max_backoff);
+            todo = again;
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(crate::Error::backend("the store answered a batch with fewer results"))))
+            .collect()
+    }
+}
+
 #[async_trait]
 impl LeaseStore for Retry {
     async fn try_acquire(&self, req: &AcquireRequest) -> Result<Acquire> {
@@ -122,6 +166,14 @@ impl LeaseStore for Retry {
     }
     async fn release(&self, lease: &Lease) -> Result<bool> {
         self.run(Op::Release, || self.inner.release(lease)).await
+    }
+    async fn renew_batch(&self, batch: &[Renewal]) -> Vec<Result<Option<Lease>>> {
+        let inner = &self.inner;
+        self.run_batch(Op::RenewBatch, batch, |items| async move { inner.renew_batch(&items).await }).await
+    }
+    async fn release_batch(&self, leases: &[Lease]) -> Vec<Result<bool>> {
+        let inner = &self.inner;
+        self.run_batch(Op::ReleaseBatch, leases, |items| async move { inner.release_batch(&items).await }).await
     }
     async fn update_metadata(&self, lease: &Lease, metadata: &Metadata) -> Result<Option<Lease>> {
         self.run(Op::UpdateMetadata, || self.inner.update_metadata(lease, metadata)).await

@@ -1,6 +1,7 @@
 //! Shared by the integration tests: the server URL, stores with the test session timeout, names.
 #![allow(dead_code)]
 
+pub mod provider;
 pub mod proxy;
 
 use std::time::Duration;
