@@ -43,7 +43,7 @@ pub use futures::StreamExt;
 /// What most programs need, in one import: `use leader::prelude::*;`.
 ///
 /// The election types, the error types, and the stream traits that [`Election::changes`] needs:
-/// [`StreamExt`](futures::StreamExt) (`next`, `filter`, ...) and [`LeadershipStreamExt`]
+/// [`StreamExt`] (`next`, `filter`, ...) and [`LeadershipStreamExt`]
 /// (`distinct_until_changed`, `while_leader`, ...).
 pub mod prelude {
     pub use crate::{
@@ -147,7 +147,7 @@ macro_rules! dispatch {
 /// [`ErrorKind::Unavailable`] whose message names the endpoint (`host:port`) and the operating
 /// system's cause (`Connection refused (os error 111)`), or the provider's authentication error.
 /// No message, here or from any provider, contains a password or key (see
-/// [`redact::secrets`](crate::redact::secrets)).
+/// [`redact::secrets`]).
 ///
 /// # Errors
 /// [`ErrorKind::InvalidArgument`] for a URL that does not parse or a scheme this build does not

@@ -67,6 +67,7 @@ async fn downcast_through_connect_and_layers() {
 /// Every provider whose server is here: `downcast_ref` reaches its type through a layer.
 #[tokio::test]
 async fn downcast_every_provider_here() {
+    #[allow(unused_imports)]
     use leader::layer::{LeaseStoreExt, RetryLayer};
     #[allow(unused_mut)]
     let mut checked = Vec::<&str>::new();
@@ -150,6 +151,7 @@ async fn azure_connection_strings() {
 #[tokio::test]
 async fn no_secret_in_any_error() {
     const SECRET: &str = "Sup3rSecretValue";
+    #[allow(unused_mut)]
     let mut urls: Vec<String> = vec![
         format!("gopher://u:{SECRET}@h/x"),
         format!("not a url with password={SECRET}"),
