@@ -44,9 +44,9 @@ impl SqlServerStore {
         Self::with_config(SqlServerConfig::parse(url)?).await
     }
 
-    /// Connects with a prepared configuration: creates the lease table if missing (unless
-    /// `ensure_schema=false`), else makes one round trip ([`ping`](Self::ping)), so that a wrong
-    /// address or login fails here.
+    /// Connects with a prepared configuration and, unless `ensure_schema=false`, creates the lease
+    /// table if missing (without it nothing is sent yet; `leader::connect` then calls
+    /// [`ping`](Self::ping)).
     pub async fn with_config(config: SqlServerConfig) -> Result<Self> {
         let addr = config.tds.get_addr();
         let pool = Pool::new(config.tds.clone(), config.connect_timeout, config.pool_size);
@@ -54,8 +54,6 @@ impl SqlServerStore {
             SqlServerStore { inner: Arc::new(Inner { pool, sql: Statements::new(config.schema, config.table), addr }) };
         if config.ensure_schema {
             store.ensure_schema().await?;
-        } else {
-            store.ping().await?;
         }
         Ok(store)
     }
