@@ -188,6 +188,45 @@ async fn no_secret_in_any_error() {
             "DefaultEndpointsProtocol=http;AccountName=a;AccountKey=U3VwM3JTZWNyZXRWYWx1ZQ==;BlobEndpoint=http://127.0.0.1:1/a?sig={SECRET}"
         ),
     ]);
+    // The providers' own configuration types and stores, built from those inputs.
+    #[allow(unused_mut)]
+    let mut debug: Vec<String> = Vec::new();
+    #[cfg(feature = "postgres")]
+    {
+        use leader::postgres::PostgresStore;
+        let url = format!("postgres://u:{SECRET}@127.0.0.1:1/db");
+        debug.push(format!("{:?}", PostgresStore::builder().url(url.as_str())));
+        debug.push(format!("{:?}", PostgresStore::from_url(&url).unwrap()));
+    }
+    #[cfg(feature = "azblob")]
+    {
+        use leader::azblob::AzureBlobStore;
+        let key = "U3VwM3JTZWNyZXRWYWx1ZQ==";
+        debug.push(format!("{:?}", AzureBlobStore::builder().account_key("acct", key).container("cont")));
+        debug.push(format!(
+            "{:?}",
+            AzureBlobStore::from_url(&format!("azblob://acct@127.0.0.1:1/cont?key={key}")).unwrap()
+        ));
+        debug.push(format!("{:?}", AzureBlobStore::builder().sas(&format!("sv=1&sig={SECRET}"))));
+    }
+    #[cfg(feature = "sqlserver")]
+    {
+        use leader::sqlserver::SqlServerConfig;
+        debug.push(format!("{:?}", SqlServerConfig::parse(&format!("mssql://sa:{SECRET}@127.0.0.1:1/db")).unwrap()));
+        debug.push(format!(
+            "{:?}",
+            SqlServerConfig::parse(&format!("Server=tcp:h,1;User Id=sa;Password={SECRET}")).unwrap()
+        ));
+    }
+    #[cfg(feature = "consul")]
+    debug.push(format!(
+        "{:?}",
+        leader::consul::ConsulConfig::from_url(&format!("consul://127.0.0.1:1?token={SECRET}")).unwrap()
+    ));
+    for shown in &debug {
+        assert!(!shown.contains(SECRET) && !shown.contains("U3VwM3JTZWNyZXRWYWx1ZQ"), "Debug shows a secret: {shown}");
+    }
+
     for url in &urls {
         let config = leader::Config {
             store: url.clone(),
