@@ -36,7 +36,9 @@ use crate::{Election, ElectionOptions, Error, Metadata, Result};
 /// assert_eq!(election.options().renew_interval, std::time::Duration::from_secs(1));
 /// # Ok(()) }
 /// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// `Debug` shows the store URL without its password or keys ([`redact::secrets`](crate::redact::secrets)).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The store URL, as [`connect`](crate::connect) takes it.
@@ -52,6 +54,18 @@ pub struct Config {
     /// Metadata published with the lease (merged over `options.metadata`).
     #[serde(default, skip_serializing_if = "Metadata::is_empty")]
     pub metadata: Metadata,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("store", &crate::redact::secrets(&self.store))
+            .field("election", &self.election)
+            .field("participant_id", &self.participant_id)
+            .field("options", &self.options)
+            .field("metadata", &self.metadata)
+            .finish()
+    }
 }
 
 fn one_line(e: &dyn std::fmt::Display) -> String {
@@ -109,7 +123,11 @@ impl Config {
     /// `LEADER_LEASE_DURATION` (the other timings derive from it unless set too),
     /// `LEADER_RENEW_DEADLINE`, `LEADER_RENEW_INTERVAL`, `LEADER_RETRY_INTERVAL`,
     /// `LEADER_OPERATION_TIMEOUT`, `LEADER_EVENT_BUFFER` and `LEADER_METADATA` (`k=v,k2=v2`).
-    /// Any other `LEADER_*` variable is an error naming it.
+    ///
+    /// Any other `LEADER_*` variable (except `LEADER_TEST_*` and `LEADER_ID`) is ignored with a
+    /// `tracing` warning that names it, so that an unrelated variable with the same prefix does
+    /// not stop a service from starting; a misspelt required variable still fails, and the error
+    /// then lists the unknown ones.
     pub fn from_env() -> Result<Self> {
         Self::from_vars(std::env::vars())
     }
@@ -117,20 +135,32 @@ impl Config {
     /// [`from_env`](Config::from_env) over the given variables.
     pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self> {
         let mut get = std::collections::BTreeMap::new();
+        let mut unknown = Vec::new();
         for (k, v) in vars {
             if !k.starts_with("LEADER_") || k.starts_with("LEADER_TEST_") || k == "LEADER_ID" {
                 continue;
             }
             if !ENV_KEYS.contains(&k.as_str()) {
-                return Err(Error::invalid_argument(format!(
-                    "unknown environment variable {k}; known: {}",
+                tracing::warn!(
+                    variable = %k,
+                    "leader: ignoring unknown environment variable {k}; known: {}",
                     ENV_KEYS.join(", ")
-                )));
+                );
+                unknown.push(k);
+                continue;
             }
             get.insert(k, v);
         }
+        unknown.sort();
         let required = |k: &str| {
-            get.get(k).cloned().ok_or_else(|| Error::invalid_argument(format!("environment variable {k} is not set")))
+            get.get(k).cloned().ok_or_else(|| {
+                let hint = if unknown.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (unknown LEADER_* variables are set: {})", unknown.join(", "))
+                };
+                Error::invalid_argument(format!("environment variable {k} is not set{hint}"))
+            })
         };
         let duration = |k: &str| -> Result<Option<Duration>> {
             get.get(k)

@@ -10,7 +10,7 @@
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> leader::Result<()> {
 //! use std::time::Duration;
-//! use leader::{Election, ElectionOptions};
+//! use leader::prelude::*; // Election, ElectionOptions, the stream traits (StreamExt, ...)
 //!
 //! let store = leader::connect("memory://docs").await?;
 //! let election = Election::builder(store, "nightly-report")
@@ -19,7 +19,11 @@
 //!     .build()?;
 //! assert!(election.try_acquire().await?);
 //! println!("leading with fencing token {}", election.leadership().unwrap().token());
+//! let mut changes = election.changes(); // a Stream: `next()` comes from the prelude's StreamExt
 //! election.stop().await?;
+//! while let Some(change) = changes.next().await {
+//!     println!("{:?} {:?}", change.kind, change.reason);
+//! }
 //! # Ok(()) }
 //! ```
 //!
@@ -29,7 +33,25 @@
 pub use leader_core::*;
 
 mod config;
+mod unreachable;
 pub use config::{Config, ENV_KEYS};
+
+/// Re-exported so that [`Election::changes`] streams can be consumed (`.next().await`) without a
+/// direct dependency on `futures`.
+pub use futures::StreamExt;
+
+/// What most programs need, in one import: `use leader::prelude::*;`.
+///
+/// The election types, the error types, and the stream traits that [`Election::changes`] needs:
+/// [`StreamExt`] (`next`, `filter`, ...) and [`LeadershipStreamExt`]
+/// (`distinct_until_changed`, `while_leader`, ...).
+pub mod prelude {
+    pub use crate::{
+        connect, ChangeKind, ChangeReason, Election, ElectionOptions, Error, ErrorKind, LeadershipChange,
+        LeadershipStreamExt, LeaseStore, Result,
+    };
+    pub use futures::StreamExt;
+}
 
 #[cfg(feature = "azblob")]
 pub use leader_azblob as azblob;
@@ -77,7 +99,7 @@ pub fn supported_schemes() -> Vec<&'static str> {
     schemes
 }
 
-/// Calls `$f(url)` in the provider crate whose `SCHEMES` contain `$scheme`, for every provider
+/// Returns `$f(url)` of the provider crate whose `SCHEMES` contain `$scheme`, for every provider
 /// enabled in this build.
 macro_rules! dispatch {
     ($scheme:expr, $url:expr, $f:ident) => {{
@@ -131,57 +153,127 @@ macro_rules! dispatch {
 }
 
 /// Opens the store a URL names, e.g. `memory://name`, `file:///var/lib/app/leases`,
-/// `postgres://user@host/db`, `redis://host:6379`, `etcd://host:2379,host2:2379/prefix`.
+/// `postgres://user@host/db`, `redis://host:6379`, `zk://host:2181/root`,
+/// `etcd://host:2379,host2:2379/prefix`,
+/// `azblob://account@host/container`, or an Azure Storage connection string
+/// (`DefaultEndpointsProtocol=https;AccountName=...;AccountKey=...;EndpointSuffix=...`,
+/// `UseDevelopmentStorage=true`; the container is the string's `Container=NAME`, this library's
+/// addition, else `leader-elections`).
+///
+/// Every server provider makes one round trip before answering, so that a wrong address, a
+/// closed port or a refused credential fails here, the same way everywhere: with
+/// [`ErrorKind::Unavailable`] whose message names the endpoint (`host:port`) and the operating
+/// system's cause (`Connection refused (os error 111)`), or the provider's authentication error.
+/// No message, here or from any provider, contains a password or key (see
+/// [`redact::secrets`]).
 ///
 /// # Errors
 /// [`ErrorKind::InvalidArgument`] for a URL that does not parse or a scheme this build does not
-/// support (the message lists the supported ones); otherwise the provider's own errors.
+/// support (the message lists the supported ones); [`ErrorKind::Unavailable`] for a store that
+/// cannot be reached; otherwise the provider's own errors.
 pub async fn connect(url: &str) -> Result<Arc<dyn LeaseStore>> {
-    let scheme = scheme_of(url)?;
-    dispatch!(scheme.as_str(), url, connect)
+    let target = target_of(url)?;
+    match connect_target(&target, url).await {
+        Err(e) => Err(scrubbed(unreachable::explain(&target, url, e).await, url)),
+        ok => ok,
+    }
+}
+
+/// The error with any secret of `url` taken out of its message (a provider that echoed part of
+/// the URL unredacted).
+fn scrubbed(err: Error, url: &str) -> Error {
+    let message = redact::scrub(err.message(), url);
+    if message == err.message() {
+        err
+    } else {
+        err.with_message(message)
+    }
+}
+
+async fn connect_target(target: &Target, url: &str) -> Result<Arc<dyn LeaseStore>> {
+    match target {
+        Target::Scheme(scheme) => dispatch!(scheme.as_str(), url, connect),
+        Target::AzureConnectionString => azure_connection_string(url).await,
+    }
+}
+
+#[cfg(feature = "azblob")]
+async fn azure_connection_string(input: &str) -> Result<Arc<dyn LeaseStore>> {
+    leader_azblob::connect(input).await
+}
+
+#[cfg(not(feature = "azblob"))]
+async fn azure_connection_string(input: &str) -> Result<Arc<dyn LeaseStore>> {
+    Err(Error::invalid_argument(format!(
+        "{:?} is an Azure Storage connection string; this build lacks the `azblob` feature that opens it",
+        redact::secrets(input)
+    )))
 }
 
 /// For `leader-bench`: the store a URL names together with its [`RawFloor`] (the raw primitive
 /// its acquire is built on, on the same driver and connection).
 #[doc(hidden)]
 pub async fn connect_with_floor(url: &str) -> Result<(Arc<dyn LeaseStore>, Arc<dyn RawFloor>)> {
-    let scheme = scheme_of(url)?;
-    dispatch!(scheme.as_str(), url, connect_with_floor)
+    let result = async {
+        match target_of(url)? {
+            Target::Scheme(scheme) => dispatch!(scheme.as_str(), url, connect_with_floor),
+            Target::AzureConnectionString => {
+                #[cfg(feature = "azblob")]
+                return leader_azblob::connect_with_floor(url).await;
+                #[cfg(not(feature = "azblob"))]
+                return Err(Error::invalid_argument("Azure Storage connection strings need the `azblob` feature"));
+            }
+        }
+    }
+    .await;
+    result.map_err(|e| scrubbed(e, url))
+}
+
+/// What `connect` was given.
+pub(crate) enum Target {
+    /// `scheme://...`, the scheme in lower case.
+    Scheme(String),
+    /// `Key=Value;...` with Azure Storage's keys.
+    AzureConnectionString,
 }
 
 fn unknown_scheme(scheme: &str, url: &str) -> Error {
     Error::invalid_argument(format!(
         "URL scheme {scheme:?} of {:?} is not supported by this build; supported: {} (enable the crate feature of the provider you need)",
-        redact(url),
+        redact::secrets(url),
         supported_schemes().iter().map(|s| format!("{s}://")).collect::<Vec<_>>().join(", ")
     ))
 }
 
-fn scheme_of(url: &str) -> Result<String> {
-    match url.split_once("://") {
-        Some((scheme, _))
-            if !scheme.is_empty() && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) =>
-        {
-            Ok(scheme.to_ascii_lowercase())
-        }
-        _ => Err(Error::invalid_argument(format!(
-            "{:?} is not a store URL; expected SCHEME://..., one of: {}",
-            redact(url),
-            supported_schemes().join(", ")
-        ))),
-    }
-}
+/// Keys of an Azure Storage connection string (any one of them makes the input one).
+const AZURE_KEYS: &[&str] = &[
+    "defaultendpointsprotocol",
+    "accountname",
+    "accountkey",
+    "blobendpoint",
+    "sharedaccesssignature",
+    "usedevelopmentstorage",
+];
 
-/// The URL without a password, for error messages.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(start), Some(at)) if at > start => {
-            let creds = &url[start + 3..at];
-            match creds.split_once(':') {
-                Some((user, _)) => format!("{}://{user}:***@{}", &url[..start], &url[at + 1..]),
-                None => url.to_owned(),
-            }
+fn target_of(url: &str) -> Result<Target> {
+    if let Some((scheme, _)) = url.split_once("://") {
+        if !scheme.is_empty()
+            && scheme.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+            && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+        {
+            return Ok(Target::Scheme(scheme.to_ascii_lowercase()));
         }
-        _ => url.to_owned(),
     }
+    let azure = url
+        .split(';')
+        .filter_map(|part| part.split_once('='))
+        .any(|(k, _)| AZURE_KEYS.contains(&k.trim().to_ascii_lowercase().as_str()));
+    if azure {
+        return Ok(Target::AzureConnectionString);
+    }
+    Err(Error::invalid_argument(format!(
+        "{:?} is not a store URL; expected SCHEME://..., one of: {} (or an Azure Storage connection string)",
+        redact::secrets(url),
+        supported_schemes().join(", ")
+    )))
 }

@@ -42,17 +42,19 @@ fn every_example_config_parses() {
 
 #[test]
 fn bad_input_names_the_key() {
-    assert!(invalid(Config::from_toml_str("store = \"memory://\"\nelection = \"e\"\nlease = \"5s\"")).contains("lease"));
+    assert!(
+        invalid(Config::from_toml_str("store = \"memory://m\"\nelection = \"e\"\nlease = \"5s\"")).contains("lease")
+    );
     assert!(invalid(Config::from_toml_str(
-        "store = \"memory://\"\nelection = \"e\"\n[options]\nlease_duration = \"soon\""
+        "store = \"memory://m\"\nelection = \"e\"\n[options]\nlease_duration = \"soon\""
     ))
     .contains("lease_duration"));
-    assert!(invalid(Config::from_toml_str("store = \"memory://\"\nelection = \"e\"\n[options]\nleese = \"5s\""))
+    assert!(invalid(Config::from_toml_str("store = \"memory://m\"\nelection = \"e\"\n[options]\nleese = \"5s\""))
         .contains("leese"));
     assert!(invalid(Config::from_toml_str("election = \"e\"")).contains("store"));
-    assert!(invalid(Config::from_toml_str("store = \"memory://\"\nelection = \"a/b\"")).contains("\"a/b\""));
+    assert!(invalid(Config::from_toml_str("store = \"memory://m\"\nelection = \"a/b\"")).contains("\"a/b\""));
     assert!(invalid(Config::from_json_str(
-        r#"{"store":"memory://","election":"e","options":{"lease_duration":"1s","renew_deadline":"2s"}}"#
+        r#"{"store":"memory://m","election":"e","options":{"lease_duration":"1s","renew_deadline":"2s"}}"#
     ))
     .contains("renew_deadline"));
     assert!(invalid(Config::from_file("/nonexistent/leader.toml")).contains("/nonexistent/leader.toml"));
@@ -78,17 +80,17 @@ fn from_env_reads_leader_variables() {
     assert_eq!(c.options.renew_interval, Duration::from_secs(2));
     assert_eq!(c.options.retry_interval, Duration::from_millis(250));
     assert_eq!(c.metadata.len(), 2);
-    assert!(invalid(Config::from_vars(vars(&[("LEADER_STORE", "memory://"), ("LEADER_ELECTON", "x")])))
+    assert!(invalid(Config::from_vars(vars(&[("LEADER_STORE", "memory://m"), ("LEADER_ELECTON", "x")])))
         .contains("LEADER_ELECTON"));
-    assert!(invalid(Config::from_vars(vars(&[("LEADER_STORE", "memory://")]))).contains("LEADER_ELECTION"));
+    assert!(invalid(Config::from_vars(vars(&[("LEADER_STORE", "memory://m")]))).contains("LEADER_ELECTION"));
     assert!(invalid(Config::from_vars(vars(&[
-        ("LEADER_STORE", "memory://"),
+        ("LEADER_STORE", "memory://m"),
         ("LEADER_ELECTION", "e"),
         ("LEADER_LEASE_DURATION", "forever")
     ])))
     .contains("LEADER_LEASE_DURATION"));
     assert!(invalid(Config::from_vars(vars(&[
-        ("LEADER_STORE", "memory://"),
+        ("LEADER_STORE", "memory://m"),
         ("LEADER_ELECTION", "e"),
         ("LEADER_METADATA", "novalue")
     ])))
@@ -112,9 +114,52 @@ async fn builds_an_election_and_refuses_unknown_schemes() {
 
 #[test]
 fn messages_read_well() {
-    let e =
-        invalid(Config::from_toml_str("store = \"memory://\"\nelection = \"e\"\n[options]\nlease_duration = \"soon\""));
+    let e = invalid(Config::from_toml_str(
+        "store = \"memory://m\"\nelection = \"e\"\n[options]\nlease_duration = \"soon\"",
+    ));
     assert!(e.contains("`options.lease_duration`"), "{e}");
-    let e = invalid(Config::from_toml_str("store = \"memory://\"\nelection = \"e\"\nlease = \"5s\""));
+    let e = invalid(Config::from_toml_str("store = \"memory://m\"\nelection = \"e\"\nlease = \"5s\""));
     assert!(e.contains("unknown field `lease`"), "{e}");
+}
+
+/// An unknown `LEADER_*` variable is ignored with a warning that names it, not an error.
+#[test]
+fn from_env_warns_about_unknown_variables() {
+    use std::sync::{Arc, Mutex};
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
+    let config = tracing::subscriber::with_default(subscriber, || {
+        Config::from_vars(vars(&[
+            ("LEADER_STORE", "memory://env-warn"),
+            ("LEADER_ELECTION", "jobs"),
+            ("LEADER_FEATURE_FLAGS", "unrelated"),
+        ]))
+    })
+    .expect("an unknown LEADER_* variable does not stop start-up");
+    assert_eq!(config.election, "jobs");
+    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(log.contains("WARN") && log.contains("LEADER_FEATURE_FLAGS"), "{log}");
+    // A misspelt required variable still fails, and the error names the unknown one.
+    let e = invalid(Config::from_vars(vars(&[("LEADER_STORE", "memory://m"), ("LEADER_ELECTON", "x")])));
+    assert!(e.contains("LEADER_ELECTION is not set") && e.contains("LEADER_ELECTON"), "{e}");
+}
+
+/// `Debug` of a Config never shows the store's password.
+#[test]
+fn debug_redacts_the_store_url() {
+    let config = Config::from_toml_str("store = \"postgres://app:hunter2@db/app\"\nelection = \"e\"").unwrap();
+    let shown = format!("{config:?}");
+    assert!(shown.contains("postgres://app:***@db/app") && !shown.contains("hunter2"), "{shown}");
 }

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use leader_core::redact::secrets as redact;
 use leader_core::{Error, Result};
 use percent_encoding::percent_decode_str;
 
@@ -11,6 +12,9 @@ use crate::AzureBlobStore;
 
 /// The container used when a connection string names none.
 pub const DEFAULT_CONTAINER: &str = "leader-elections";
+
+/// Default most requests in flight, and sockets kept, per store handle.
+pub const DEFAULT_POOL_SIZE: usize = 8;
 
 /// Builds an [`AzureBlobStore`] from parts. Nothing is sent until the first store call; the
 /// container is created then if it is missing.
@@ -31,6 +35,7 @@ pub struct AzureBlobStoreBuilder {
     container: Option<String>,
     prefix: String,
     credential: Option<Credential>,
+    pool_size: Option<usize>,
     error: Option<String>,
 }
 
@@ -87,6 +92,14 @@ impl AzureBlobStoreBuilder {
         self
     }
 
+    /// The most requests in flight at once, and so the most sockets one store handle keeps open
+    /// to the blob service (default [`DEFAULT_POOL_SIZE`]; 1 to 1000). Calls beyond it wait
+    /// for a free connection, within the election's `operation_timeout`.
+    pub fn pool_size(mut self, size: usize) -> Self {
+        self.pool_size = Some(size);
+        self
+    }
+
     /// Checks everything and builds the store (no network traffic).
     pub fn build(self) -> Result<AzureBlobStore> {
         if let Some(e) = self.error {
@@ -117,7 +130,11 @@ impl AzureBlobStoreBuilder {
                 "blob endpoint {endpoint} has a query; give a SAS with .sas(...) instead"
             )));
         }
-        AzureBlobStore::from_parts(endpoint, container, self.prefix, credential)
+        let pool_size = self.pool_size.unwrap_or(DEFAULT_POOL_SIZE);
+        if !(1..=1000).contains(&pool_size) {
+            return Err(Error::invalid_argument(format!("pool size {pool_size} must be from 1 to 1000")));
+        }
+        AzureBlobStore::from_parts(endpoint, container, self.prefix, credential, pool_size)
     }
 }
 
@@ -168,7 +185,7 @@ pub(crate) fn builder_from_url(input: &str) -> Result<AzureBlobStoreBuilder> {
     let decode = |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();
     let mut account = Some(decode(url.username())).filter(|a| !a.is_empty());
     let mut key = url.password().map(decode);
-    let (mut tls, mut path_style, mut sas) = (None, None, None);
+    let (mut tls, mut path_style, mut sas, mut pool_size) = (None, None, None, None);
     for (name, value) in raw_query_pairs(url.query().unwrap_or("")) {
         match name.as_str() {
             "key" => key = Some(value),
@@ -176,9 +193,14 @@ pub(crate) fn builder_from_url(input: &str) -> Result<AzureBlobStoreBuilder> {
             "account" => account = Some(value),
             "tls" => tls = Some(parse_bool("tls", &value)?),
             "path_style" => path_style = Some(parse_bool("path_style", &value)?),
+            "pool_size" => {
+                pool_size = Some(value.parse::<usize>().ok().filter(|n| (1..=1000).contains(n)).ok_or_else(|| {
+                    Error::invalid_argument(format!("option pool_size={value:?} must be a number from 1 to 1000"))
+                })?)
+            }
             other => {
                 return Err(Error::invalid_argument(format!(
-                    "unknown option {other:?} in URL {}; known: key, sas, account, tls, path_style",
+                    "unknown option {other:?} in URL {}; known: key, sas, account, tls, path_style, pool_size",
                     redact(input)
                 )))
             }
@@ -210,6 +232,9 @@ pub(crate) fn builder_from_url(input: &str) -> Result<AzureBlobStoreBuilder> {
         )));
     }
     let mut b = AzureBlobStoreBuilder::default().endpoint(&endpoint).container(container).prefix(prefix);
+    if let Some(n) = pool_size {
+        b = b.pool_size(n);
+    }
     let account = account.unwrap_or_default();
     b = match (sas, key) {
         (Some(sas), _) => b.account(&account).sas(&sas),
@@ -296,29 +321,6 @@ fn parse_bool(name: &str, value: &str) -> Result<bool> {
         "false" | "0" | "no" => Ok(false),
         _ => Err(Error::invalid_argument(format!("option {name}={value:?} must be true or false"))),
     }
-}
-
-/// The input with credentials blanked, for error messages.
-pub(crate) fn redact(input: &str) -> String {
-    if let Ok(mut url) = url::Url::parse(input) {
-        if url.password().is_some() {
-            let _ = url.set_password(Some("***"));
-        }
-        if url.query().is_some_and(|q| q.contains("key=") || q.contains("sas=")) {
-            url.set_query(Some("***"));
-        }
-        return url.to_string();
-    }
-    input
-        .split(';')
-        .map(|p| match p.split_once('=') {
-            Some((k, _)) if k.eq_ignore_ascii_case("accountkey") || k.eq_ignore_ascii_case("sharedaccesssignature") => {
-                format!("{k}=***")
-            }
-            _ => p.to_owned(),
-        })
-        .collect::<Vec<_>>()
-        .join(";")
 }
 
 #[cfg(test)]

@@ -1,11 +1,13 @@
 //! The few Blob REST calls this store makes, signed and sent with `reqwest`, and their answers.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use leader_core::{Error, Result};
+use leader_core::{cause_of, Error, Result};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode};
+use tokio::sync::Semaphore;
 
 use crate::auth::{shared_key_authorization, Credential, SignInput};
 
@@ -16,9 +18,17 @@ pub(crate) const API_VERSION: &str = "2021-08-06";
 const QUERY: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
 /// One HTTP client (its own connection pool) for one container.
+///
+/// At most `pool_size` requests are in flight at once (the others wait for a permit), and at most
+/// `pool_size` idle connections are kept, so a store handle holds about `pool_size` sockets
+/// however many elections run on it (without the bound, 300 participants on one handle opened
+/// ~300 sockets at once).
 #[derive(Clone)]
 pub(crate) struct Rest {
     http: reqwest::Client,
+    permits: Arc<Semaphore>,
+    /// `host:port` of the endpoint, for messages.
+    pub(crate) shown: String,
     /// Service endpoint without a trailing `/`: `https://acct.blob.core.windows.net` or, path-style,
     /// `http://127.0.0.1:10000/devstoreaccount1`.
     endpoint: url::Url,
@@ -105,12 +115,13 @@ impl Reply {
 }
 
 impl Rest {
-    pub fn new(endpoint: url::Url, container: String, credential: Credential) -> Result<Self> {
+    pub fn new(endpoint: url::Url, container: String, credential: Credential, pool_size: usize) -> Result<Self> {
         let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             // A safety net only: the election driver abandons calls at its operation_timeout.
             .timeout(Duration::from_secs(60))
-            .pool_idle_timeout(Duration::from_secs(30));
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(pool_size);
         let loopback = match endpoint.host() {
             Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
             Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
@@ -122,7 +133,12 @@ impl Rest {
             builder = builder.no_proxy();
         }
         let http = builder.build().map_err(|e| Error::backend("cannot build the HTTP client").with_source(e))?;
-        Ok(Rest { http, endpoint, container, credential })
+        let shown = match (endpoint.host_str(), endpoint.port_or_known_default()) {
+            (Some(host), Some(port)) => format!("{host}:{port}"),
+            (Some(host), None) => host.to_owned(),
+            _ => endpoint.to_string(),
+        };
+        Ok(Rest { http, permits: Arc::new(Semaphore::new(pool_size)), shown, endpoint, container, credential })
     }
 
     /// `/<endpoint path>/<container>[/<blob>]`, percent-encoded as sent.
@@ -179,11 +195,29 @@ impl Rest {
             // Azure refuses a write without a length (411), even an empty one.
             req = req.header("content-length", len.to_string()).body(call.body);
         }
-        let resp = req.send().await.map_err(transport)?;
+        // Held until the whole answer is read, when the connection can serve the next request.
+        let _permit = self.permits.acquire().await.map_err(|_| Error::backend("the HTTP client was closed"))?;
+        let resp = req.send().await.map_err(|e| self.transport(e))?;
         let status = resp.status();
         let headers = resp.headers().clone();
-        let body = resp.bytes().await.map_err(transport)?.to_vec();
+        let body = resp.bytes().await.map_err(|e| self.transport(e))?.to_vec();
         Ok(Reply { status, headers, body })
+    }
+
+    /// A transport failure as `Unavailable` (or `Timeout`), naming the endpoint and the cause
+    /// (the OS error where there is one). The request's URL is dropped from the source: with a
+    /// SAS it carries a signature.
+    fn transport(&self, e: reqwest::Error) -> Error {
+        let cause = cause_of(&e);
+        let ep = &self.shown;
+        let err = if e.is_timeout() {
+            Error::timeout(format!("the blob service at {ep} did not answer in time: {cause}"))
+        } else if e.is_connect() {
+            Error::unavailable(format!("cannot reach the blob service at {ep}: {cause}"))
+        } else {
+            Error::unavailable(format!("the connection to the blob service at {ep} failed: {cause}"))
+        };
+        err.with_source(e.without_url())
     }
 }
 
@@ -194,12 +228,4 @@ fn insert(headers: &mut HeaderMap, name: &str, value: &str) -> Result<()> {
         .map_err(|e| Error::invalid_argument(format!("value of header {name}: {e} (only visible ASCII is allowed)")))?;
     headers.insert(name, value);
     Ok(())
-}
-
-fn transport(e: reqwest::Error) -> Error {
-    if e.is_timeout() {
-        Error::timeout("the blob service did not answer in time").with_source(e)
-    } else {
-        Error::unavailable("cannot reach the blob service").with_source(e)
-    }
 }

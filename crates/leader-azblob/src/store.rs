@@ -113,9 +113,10 @@ impl AzureBlobStore {
         container: String,
         prefix: String,
         credential: Credential,
+        pool_size: usize,
     ) -> Result<Self> {
         Ok(AzureBlobStore {
-            rest: Rest::new(endpoint, container, credential)?,
+            rest: Rest::new(endpoint, container, credential, pool_size)?,
             prefix,
             container_ready: AtomicBool::new(false),
         })
@@ -138,6 +139,25 @@ impl AzureBlobStore {
                 Ok(())
             }
             _ => Err(reply.error(&format!("creating container {:?}", self.rest.container))),
+        }
+    }
+
+    /// One round trip to the blob service: reads a blob under the store's prefix (which need not
+    /// exist; nothing is written), and creates the container when it is missing, as the first
+    /// store call would. `Ok` when the service is reachable and accepts the credential.
+    ///
+    /// # Errors
+    /// `Unavailable` naming the endpoint and the OS cause when the service cannot be reached;
+    /// `Backend` when it refuses the credential (HTTP 403) or answers otherwise unexpectedly.
+    pub async fn ping(&self) -> Result<()> {
+        let blob = self.blob_name("leader-connect-check");
+        let reply = self.rest.send(Call::new(Method::HEAD, Some(&blob))).await?;
+        match reply.status {
+            StatusCode::OK => Ok(()),
+            // A HEAD answer has no body; Azure names the missing container in the header.
+            StatusCode::NOT_FOUND if reply.code() == "ContainerNotFound" => self.ensure_container().await,
+            StatusCode::NOT_FOUND => Ok(()),
+            _ => Err(reply.error(&format!("reaching the blob service at {}", self.rest.shown))),
         }
     }
 

@@ -167,7 +167,7 @@ pub fn default_poll_handoffs(lease: Duration) -> usize {
     }
 }
 
-/// A `--store` value as a URL: a URL is kept; `memory` is `memory://`; `fs` (or `file`) is
+/// A `--store` value as a URL: a URL is kept; `memory` is `memory://leader-bench`; `fs` (or `file`) is
 /// `file://<temp dir>/leader-bench-fs`; any other provider name reads `LEADER_TEST_<NAME>_URL`.
 ///
 /// # Errors
@@ -181,7 +181,7 @@ pub fn resolve_store(store: &str) -> Result<String> {
         "" => Err(Error::invalid_argument(
             "--store is empty; give a store URL (memory://, file:///dir, postgres://...) or a provider name",
         )),
-        "memory" => Ok("memory://".to_owned()),
+        "memory" => Ok("memory://leader-bench".to_owned()),
         "fs" | "file" => Ok(format!("file://{}", std::env::temp_dir().join("leader-bench-fs").display())),
         name => {
             if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
@@ -261,16 +261,9 @@ pub fn provider_of(url: &str) -> &'static str {
     }
 }
 
-/// The URL without its password, for output.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(start), Some(at)) if at > start => match url[start + 3..at].split_once(':') {
-            Some((user, _)) => format!("{}://{user}:***@{}", &url[..start], &url[at + 1..]),
-            None => url.to_owned(),
-        },
-        _ => url.to_owned(),
-    }
-}
+/// The store URL without its credentials, for the report and messages (the one redaction of
+/// `leader-core`).
+pub use leader::redact::secrets as redact;
 
 #[cfg(test)]
 mod tests {
@@ -278,7 +271,7 @@ mod tests {
 
     #[test]
     fn provider_names_resolve() {
-        assert_eq!(resolve_store("memory").ok().as_deref(), Some("memory://"));
+        assert_eq!(resolve_store("memory").ok().as_deref(), Some("memory://leader-bench"));
         assert!(resolve_store("fs").is_ok_and(|u| u.starts_with("file://")));
         let err = resolve_store("nosuchprovider").unwrap_err();
         assert!(err.to_string().contains("LEADER_TEST_NOSUCHPROVIDER_URL"), "{err}");
@@ -294,9 +287,9 @@ mod tests {
         assert_eq!(provider_of("file:///tmp/x"), "fs");
         assert_eq!(provider_of("etcd://127.0.0.1:2379/p"), "etcd");
         assert_eq!(default_lease("etcd"), Duration::from_secs(2));
-        let c = Config::for_store("memory://").map(Config::quick);
+        let c = Config::for_store("memory://bench-config").map(Config::quick);
         assert!(c.is_ok_and(|c| c.election_counts() == vec![1, 10]));
-        let c = Config::for_store("memory://");
+        let c = Config::for_store("memory://bench-config");
         assert!(c.is_ok_and(|c| c.election_counts() == vec![1, 100, 1000] && c.iterations == 1000));
         let c = Config::for_store("azblob://a@127.0.0.1:1/c");
         assert!(c.is_ok_and(|c| c.lease == Duration::from_secs(15) && c.poll_handoffs == 10 && c.iterations == 300));
@@ -305,6 +298,7 @@ mod tests {
     #[test]
     fn redacts_passwords() {
         assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
-        assert_eq!(redact("memory://"), "memory://");
+        assert_eq!(redact("memory://x"), "memory://x");
+        assert_eq!(redact("azblob://a@h/c?sas=sv%3D1%26sig%3Dx"), "azblob://a@h/c?sas=***");
     }
 }

@@ -85,8 +85,8 @@ fn quick(store: &str) -> Config {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_every_section_and_plot() {
-    let config = quick("memory://");
-    let report = leader_bench::run(&config).await.expect("bench on memory://");
+    let config = quick("memory://bench-smoke");
+    let report = leader_bench::run(&config).await.expect("bench on memory://bench-smoke");
     check(&report, &config);
     assert!(report.crash_failover.mode.starts_with("in-process"));
     assert!(report.notes.iter().any(|n| n.contains("in-process")));

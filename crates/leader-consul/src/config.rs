@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use leader_core::redact::secrets as redact;
 use leader_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 
@@ -300,22 +301,6 @@ fn parse_duration(key: &str, value: &str, zero_ok: bool) -> Result<Duration> {
     match humantime::parse_duration(value) {
         Ok(d) if zero_ok || !d.is_zero() => Ok(d),
         _ => Err(Error::invalid_argument(format!("{key}={value:?} is not a duration such as 10s"))),
-    }
-}
-
-fn redact(s: &str) -> String {
-    match url::Url::parse(s) {
-        Ok(mut url) => {
-            let pairs: Vec<(String, String)> = url
-                .query_pairs()
-                .map(|(k, v)| (k.to_string(), if k == "token" { "***".to_owned() } else { v.to_string() }))
-                .collect();
-            if !pairs.is_empty() {
-                url.query_pairs_mut().clear().extend_pairs(pairs);
-            }
-            url.to_string()
-        }
-        Err(_) => "<unparsable URL>".to_owned(),
     }
 }
 

@@ -21,7 +21,7 @@ use hyper::body::Bytes;
 use hyper::Method;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use leader_core::{Error, Result};
+use leader_core::{cause_of, Error, Result};
 
 use crate::config::ConsulConfig;
 
@@ -88,7 +88,8 @@ impl Http {
             .map_err(|e| Error::invalid_argument(format!("cannot build a request to {url}")).with_source(e))?;
         let call = async {
             let resp = self.client.request(req).await.map_err(|e| {
-                Error::unavailable(format!("Consul at {} did not answer", self.config.address)).with_source(e)
+                let cause = cause_of(&e);
+                Error::unavailable(format!("Consul at {} did not answer: {cause}", self.config.address)).with_source(e)
             })?;
             let status = resp.status().as_u16();
             let index =

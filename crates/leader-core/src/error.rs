@@ -109,6 +109,14 @@ impl Error {
         Self::new(ErrorKind::Stopped, message)
     }
 
+    /// The same error (kind and source kept) with another message: for a caller that adds what
+    /// it knows, such as the endpoint it tried to reach.
+    #[must_use]
+    pub fn with_message(mut self, message: impl Into<String>) -> Self {
+        self.message = message.into();
+        self
+    }
+
     /// What went wrong.
     pub fn kind(&self) -> ErrorKind {
         self.kind
@@ -140,7 +148,11 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.kind, self.message)?;
         if let Some(source) = &self.source {
-            write!(f, ": {source}")?;
+            // A message that already quotes its source (an OS error, say) does not repeat it.
+            let source = source.to_string();
+            if !self.message.contains(&source) {
+                write!(f, ": {source}")?;
+            }
         }
         Ok(())
     }
@@ -152,8 +164,49 @@ impl std::error::Error for Error {
     }
 }
 
+/// The most specific reason in an error's source chain, for messages about a store that cannot
+/// be reached: the first [`std::io::Error`] in the chain (the operating system's words,
+/// `Connection refused (os error 111)`), or else the innermost error's text. Drivers often say
+/// only "error connecting to server" at the top and keep the reason deeper down.
+///
+/// ```
+/// let io = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+/// let err = leader_core::Error::unavailable("cannot connect").with_source(io);
+/// assert_eq!(leader_core::cause_of(&err), "connection refused");
+/// ```
+pub fn cause_of(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut innermost = e;
+    let mut source = Some(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return io.to_string();
+        }
+        innermost = s;
+        source = s.source();
+    }
+    innermost.to_string()
+}
+
 impl From<tokio::time::error::Elapsed> for Error {
     fn from(e: tokio::time::error::Elapsed) -> Self {
         Error::timeout("store operation did not answer within operation_timeout").with_source(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_does_not_repeat_a_source_the_message_quotes() {
+        let os = || std::io::Error::from_raw_os_error(2);
+        let quoted = Error::unavailable(format!("directory /x cannot be created: {}", os())).with_source(os());
+        let shown = quoted.to_string();
+        assert_eq!(shown.matches("os error 2").count(), 1, "{shown}");
+        let plain = Error::unavailable("directory /x cannot be created").with_source(os());
+        assert!(plain.to_string().contains("os error 2"), "{plain}");
+        let renamed = plain.with_message("another message");
+        assert_eq!(renamed.kind(), ErrorKind::Unavailable);
+        assert!(std::error::Error::source(&renamed).is_some());
     }
 }

@@ -36,6 +36,7 @@ pub mod layer;
 mod lease;
 mod observe;
 mod options;
+pub mod redact;
 mod shutdown;
 mod store;
 mod stream_ext;
@@ -45,7 +46,7 @@ pub use change::{ChangeKind, ChangeKinds, ChangeReason, LeadershipChange, Leader
 pub use election::{
     default_participant_id, Election, ElectionBuilder, HealthReport, Leadership, RefusedReport, WeakElection,
 };
-pub use error::{BoxError, Error, ErrorKind, Result};
+pub use error::{cause_of, BoxError, Error, ErrorKind, Result};
 pub use floor::RawFloor;
 pub use lease::{FencingToken, LeaderInfo, Lease, LeaseHandle, Metadata};
 pub use observe::observe;

@@ -5,9 +5,12 @@
 //! release guarded by instance and token, `update_metadata`, `list`, and a `watch` that wakes
 //! followers at once on release, takeover or expiry.
 //!
+//! It opens no connection and no file; all of its state is in this process's memory.
+//!
 //! Time is `tokio::time::Instant`, so tests can pause and advance it. Stores opened with the same
 //! name (`memory://name` in `leader::connect`, or [`MemoryStore::named`]) share their state while any
-//! handle to it lives; [`MemoryStore::new`] gives a private one.
+//! handle to it lives; [`MemoryStore::new`] gives a private one. `memory://` without a name is
+//! refused (see [`MemoryStore::from_url`]).
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> leader_core::Result<()> {
@@ -95,14 +98,29 @@ impl MemoryStore {
         store
     }
 
-    /// Opens `memory://NAME` (or `memory://` for a private store).
+    /// Opens `memory://NAME`: the store registered under `NAME` in this process (see
+    /// [`named`](Self::named)).
+    ///
+    /// `memory://` without a name is refused: every such URL would give a private store, so two
+    /// participants configured with the same URL (two `leader::Config::build`s, say) would each
+    /// lead alone, silently. Name the store, or use [`MemoryStore::new`] (and clone the handle)
+    /// for a private one.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](leader_core::ErrorKind::InvalidArgument) for a URL that does
+    /// not parse, is not `memory://`, or names no store.
     pub fn from_url(url: &str) -> Result<Self> {
-        let parsed = url::Url::parse(url).map_err(|e| Error::invalid_argument(format!("invalid URL {url:?}: {e}")))?;
+        let shown = leader_core::redact::secrets(url);
+        let parsed =
+            url::Url::parse(url).map_err(|e| Error::invalid_argument(format!("invalid URL {shown:?}: {e}")))?;
         if parsed.scheme() != "memory" {
-            return Err(Error::invalid_argument(format!("URL {url:?} is not a memory:// URL")));
+            return Err(Error::invalid_argument(format!("URL {shown:?} is not a memory:// URL")));
         }
         match parsed.host_str().unwrap_or("") {
-            "" => Ok(Self::new()),
+            "" => Err(Error::invalid_argument(format!(
+                "URL {shown:?} names no store: write memory://NAME (stores opened with the same NAME in \
+                 this process share their leases); for a private store use MemoryStore::new()"
+            ))),
             name => Ok(Self::named(name)),
         }
     }

@@ -203,6 +203,7 @@ impl PostgresStoreBuilder {
                 (pool, Some(config), Some(tls))
             }
         };
+        let endpoint = listen.as_ref().map_or_else(|| "the pool's server".to_owned(), endpoint_of);
         let schema = self.schema.or(url_opts.schema).unwrap_or_else(|| DEFAULT_SCHEMA.to_owned());
         let table = self.table.or(url_opts.table).unwrap_or_else(|| DEFAULT_TABLE.to_owned());
         let names = Names::new(&schema, &table)?;
@@ -223,6 +224,7 @@ impl PostgresStoreBuilder {
             schema_lock: tokio::sync::Mutex::new(()),
             listener,
             tls,
+            endpoint,
         }))
     }
 }
@@ -243,4 +245,27 @@ fn new_pool(mut config: Config, tls: Option<TlsConfig>, size: usize, wait: Durat
         .build()
         .map_err(|e| Error::invalid_argument(format!("the PostgreSQL pool cannot be built: {e}")))?;
     Ok((pool, config, tls))
+}
+
+/// `host:port` of every host a configuration names (a Unix socket as its directory), for messages.
+pub(crate) fn endpoint_of(config: &Config) -> String {
+    let ports = config.get_ports();
+    let port = |i: usize| ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, host)| match host {
+            tokio_postgres::config::Host::Tcp(h) if h.contains(':') => format!("[{h}]:{}", port(i)),
+            tokio_postgres::config::Host::Tcp(h) => format!("{h}:{}", port(i)),
+            #[cfg(unix)]
+            tokio_postgres::config::Host::Unix(path) => format!("{}/.s.PGSQL.{}", path.display(), port(i)),
+        })
+        .collect();
+    if hosts.is_empty() {
+        // libpq's default: the local socket, here as TCP on localhost (tokio-postgres's default).
+        format!("localhost:{}", port(0))
+    } else {
+        hosts.join(",")
+    }
 }

@@ -45,9 +45,12 @@ impl PostgresStore {
     }
 }
 
-/// `leader::connect` entry point: opens a `postgres://` or `postgresql://` URL.
+/// `leader::connect` entry point: opens a `postgres://` or `postgresql://` URL and makes one round
+/// trip ([`PostgresStore::ping`]), so that a wrong address or login fails here.
 pub async fn connect(url: &str) -> Result<Arc<dyn LeaseStore>> {
-    Ok(Arc::new(PostgresStore::from_url(url)?))
+    let store = PostgresStore::from_url(url)?;
+    store.ping().await?;
+    Ok(Arc::new(store))
 }
 
 /// `leader-bench` entry point: the store and its raw floor (the acquire statement alone, on the

@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime};
 use deadpool_postgres::{Object, Pool, PoolError};
 use futures::stream::BoxStream;
 use leader_core::{
-    async_trait, validate_election_name, validate_metadata, validate_prefix, Acquire, AcquireRequest, Capabilities,
-    ElectionOptions, Error, FencingToken, LeaderInfo, Lease, LeaseStore, Metadata, Result,
+    async_trait, cause_of, validate_election_name, validate_metadata, validate_prefix, Acquire, AcquireRequest,
+    Capabilities, ElectionOptions, Error, FencingToken, LeaderInfo, Lease, LeaseStore, Metadata, Result,
 };
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
@@ -40,6 +40,8 @@ pub(crate) struct Inner {
     pub listener: Option<Listener>,
     /// How connections are made, for cancel requests; `None` for a pool of unknown make.
     pub tls: Option<Tls>,
+    /// The server(s) as `host:port`, for messages.
+    pub endpoint: String,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -106,6 +108,23 @@ impl PostgresStore {
         PostgresStore { inner: Arc::new(inner) }
     }
 
+    /// One round trip to the server: takes a pooled connection (opening it if none is open).
+    /// `Ok` when the server is reachable and accepts the login. `leader::connect` calls it, so
+    /// that a wrong address fails there rather than at the first election call.
+    ///
+    /// # Errors
+    /// `Unavailable` naming the server (`host:port`) and the OS's cause; `Backend` when the server
+    /// refuses the login or the database.
+    pub async fn ping(&self) -> Result<()> {
+        self.checkout().await?.finish();
+        Ok(())
+    }
+
+    /// The server(s) the store connects to, as `host:port` (comma-separated for several hosts).
+    pub fn endpoint(&self) -> &str {
+        &self.inner.endpoint
+    }
+
     /// The pool the store runs its statements on (shared with clones of the store).
     pub fn pool(&self) -> &Pool {
         &self.inner.pool
@@ -156,14 +175,16 @@ impl PostgresStore {
             .query_one(&self.inner.sql.exists, &[&n.table_q, &n.sequence_q, &holds_sig])
             .await
             .and_then(|row| row.try_get(0))
-            .map_err(|e| pg_error("schema check", e))?;
+            .map_err(|e| pg_error(&self.inner.endpoint, "schema check", e))?;
         if !exists {
-            let tx = client.transaction().await.map_err(|e| pg_error("ensure_schema", e))?;
+            let tx = client.transaction().await.map_err(|e| pg_error(&self.inner.endpoint, "ensure_schema", e))?;
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&DDL_LOCK])
                 .await
-                .map_err(|e| pg_error("ensure_schema", e))?;
-            tx.batch_execute(&self.inner.sql.create).await.map_err(|e| pg_error("ensure_schema", e))?;
-            tx.commit().await.map_err(|e| pg_error("ensure_schema", e))?;
+                .map_err(|e| pg_error(&self.inner.endpoint, "ensure_schema", e))?;
+            tx.batch_execute(&self.inner.sql.create)
+                .await
+                .map_err(|e| pg_error(&self.inner.endpoint, "ensure_schema", e))?;
+            tx.commit().await.map_err(|e| pg_error(&self.inner.endpoint, "ensure_schema", e))?;
         }
         checkout.finish();
         self.inner.schema_ready.store(true, Ordering::Release);
@@ -190,7 +211,7 @@ impl PostgresStore {
     }
 
     async fn checkout(&self) -> Result<Checkout> {
-        let object = self.inner.pool.get().await.map_err(pool_error)?;
+        let object = self.inner.pool.get().await.map_err(|e| pool_error(&self.inner.endpoint, e))?;
         Ok(Checkout { object: Some(object), in_flight: false, tls: self.inner.tls.clone() })
     }
 
@@ -254,7 +275,7 @@ impl PostgresStore {
                 self.inner.schema_ready.store(false, Ordering::Release);
             }
         }
-        pg_error(op, e)
+        pg_error(&self.inner.endpoint, op, e)
     }
 
     pub(crate) fn acquire_params(req: &AcquireRequest) -> Result<(i64, String)> {
@@ -306,8 +327,9 @@ fn connection_lost(e: &tokio_postgres::Error) -> bool {
 }
 
 /// Maps a driver error: connection-level failures are `Unavailable` (the driver retries and
-/// reconnects), everything the server answered is `Backend`.
-pub(crate) fn pg_error(op: &str, e: tokio_postgres::Error) -> Error {
+/// reconnects) with a message naming the server and the cause (the OS's words where there are
+/// any), everything the server answered is `Backend`.
+pub(crate) fn pg_error(endpoint: &str, op: &str, e: tokio_postgres::Error) -> Error {
     let unavailable = match e.as_db_error() {
         // 08: connection exception; 57P0x: admin/crash shutdown, cannot connect now; 53300: too many
         // connections; 25006/25P02-ish read-only after a failover is a backend error.
@@ -319,18 +341,23 @@ pub(crate) fn pg_error(op: &str, e: tokio_postgres::Error) -> Error {
     };
     let message = match e.as_db_error() {
         Some(db) => format!("PostgreSQL {op} failed: {} ({})", db.message(), db.code().code()),
-        None => format!("PostgreSQL {op} failed: connection problem"),
+        None => format!("PostgreSQL {op} failed: no working connection to {endpoint}: {}", cause_of(&e)),
     };
     let err = if unavailable { Error::unavailable(message) } else { Error::backend(message) };
     err.with_source(e)
 }
 
-fn pool_error(e: PoolError) -> Error {
+fn pool_error(endpoint: &str, e: PoolError) -> Error {
     match e {
-        PoolError::Backend(e) => pg_error("connect", e),
-        PoolError::Timeout(t) => Error::unavailable(format!("no PostgreSQL connection from the pool in time ({t:?})")),
+        PoolError::Backend(e) => pg_error(endpoint, "connect", e),
+        PoolError::Timeout(deadpool_postgres::TimeoutType::Create) => {
+            Error::unavailable(format!("connecting to PostgreSQL at {endpoint} timed out (connect_timeout)"))
+        }
+        PoolError::Timeout(t) => Error::unavailable(format!(
+            "no PostgreSQL connection to {endpoint} from the pool in time ({t:?}; every pooled connection is busy)"
+        )),
         PoolError::Closed => Error::unavailable("the PostgreSQL pool is closed"),
-        other => Error::backend(format!("PostgreSQL pool: {other}")),
+        other => Error::backend(format!("PostgreSQL pool ({endpoint}): {other}")),
     }
 }
 

@@ -540,3 +540,37 @@ async fn abandoned_statements_are_cancelled_on_the_server() {
     // Nothing was renewed behind our back, and the lease is still ours to renew.
     assert!(s.renew(&a, TTL).await.unwrap().is_some());
 }
+
+/// The provider's type, and so the fenced-write function, from a store `connect` gave, through
+/// store layers.
+#[tokio::test]
+async fn downcast_through_connect_and_layers() {
+    use leader_core::layer::{CircuitBreakerLayer, LeaseStoreExt, RetryLayer};
+    let Some(url) = url() else { return };
+    let store = leader_postgres::connect(&url)
+        .await
+        .unwrap()
+        .layer(RetryLayer::new())
+        .layer(CircuitBreakerLayer::new(3, Duration::from_secs(1)));
+    let pg = store.downcast_ref::<PostgresStore>().expect("a PostgresStore behind the layers");
+    assert_eq!(pg.holds_function(), "public.leader_leases_holds");
+    assert_eq!(pg.endpoint(), url.split('@').nth(1).and_then(|r| r.split('/').next()).unwrap());
+}
+
+/// `connect` makes a round trip: a closed port fails there, `Unavailable`, and the message names
+/// the server and the OS's cause (no server needed). A store built without connecting says the
+/// same at its first call.
+#[tokio::test]
+async fn unreachable_server_is_named_with_the_os_cause() {
+    let Err(err) = leader_postgres::connect("postgres://u:pw@127.0.0.1:1/x").await else {
+        panic!("connected to port 1")
+    };
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    let message = err.message().to_ascii_lowercase();
+    assert!(message.contains("127.0.0.1:1") && message.contains("refused"), "{err}");
+    let lazy = PostgresStore::from_url("postgres://u:pw@127.0.0.1:1/x").unwrap();
+    let err = lazy.current("e").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(err.message().contains("127.0.0.1:1") && err.message().to_ascii_lowercase().contains("refused"), "{err}");
+    assert!(!format!("{err} {err:?}").contains("pw@"), "{err:?}");
+}

@@ -21,7 +21,8 @@ use tokio::time::Instant;
 
 const PORT: &str = "55433";
 
-/// One disruptive test at a time: they share the second server.
+/// One disruptive test at a time: they share the second server, which each test also starts
+/// (`own_server`) while holding this lock.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn repo_root() -> PathBuf {
@@ -79,8 +80,10 @@ async fn wait_for_a_leader(els: &[&Election], within: Duration) -> (usize, Leade
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_restart_keeps_one_leader_and_growing_tokens() {
-    let Some(url) = own_server().await else { return };
+    // The lock first: `scripts/servers up` of one test must not run while the other test stops or
+    // starts the same server (plain `cargo test` runs both at once in this process).
     let _serial = SERIAL.lock().await;
+    let Some(url) = own_server().await else { return };
     let e = unique("restart-");
     let options = ElectionOptions::from_lease(Duration::from_secs(3));
     let a = Election::new(Arc::new(PostgresStore::from_url(&url).unwrap()), &e, "a", options.clone()).unwrap();
@@ -116,8 +119,10 @@ async fn server_restart_keeps_one_leader_and_growing_tokens() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_outage_steps_the_leader_down_and_a_leader_returns() {
-    let Some(url) = own_server().await else { return };
+    // The lock first: `scripts/servers up` of one test must not run while the other test stops or
+    // starts the same server (plain `cargo test` runs both at once in this process).
     let _serial = SERIAL.lock().await;
+    let Some(url) = own_server().await else { return };
     let e = unique("outage-");
     let options = ElectionOptions::from_lease(Duration::from_secs(3));
     let a = Election::new(Arc::new(PostgresStore::from_url(&url).unwrap()), &e, "a", options.clone()).unwrap();

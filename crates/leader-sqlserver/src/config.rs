@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use leader_core::redact::secrets as redact;
 use leader_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 use tiberius::{AuthMethod, EncryptionLevel};
@@ -316,21 +317,6 @@ fn parse_duration(key: &str, value: &str) -> Result<Duration> {
     match humantime::parse_duration(value) {
         Ok(d) if !d.is_zero() => Ok(d),
         _ => Err(Error::invalid_argument(format!("{key}={value:?} is not a positive duration such as 10s"))),
-    }
-}
-
-/// The URL without its password, for error messages.
-pub(crate) fn redact(s: &str) -> String {
-    match url::Url::parse(s) {
-        Ok(mut url) if url.password().is_some() => {
-            let _ = url.set_password(Some("***"));
-            url.to_string()
-        }
-        Ok(url) => url.to_string(),
-        Err(_) if s.to_ascii_lowercase().contains("password") || s.to_ascii_lowercase().contains("pwd") => {
-            "<connection string with password>".to_owned()
-        }
-        Err(_) => s.to_owned(),
     }
 }
 

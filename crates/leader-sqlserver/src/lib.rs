@@ -17,7 +17,14 @@ pub const SCHEMES: &[&str] = &["mssql", "sqlserver"];
 
 /// `leader::connect` entry point: a `mssql://`/`sqlserver://` URL (or an ADO.NET connection string).
 pub async fn connect(url: &str) -> Result<Arc<dyn LeaseStore>> {
-    Ok(Arc::new(SqlServerStore::connect(url).await?))
+    let config = SqlServerConfig::parse(url)?;
+    // With ensure_schema (the default) connecting already made a round trip.
+    let checked = config.ensure_schema;
+    let store = SqlServerStore::with_config(config).await?;
+    if !checked {
+        store.ping().await?;
+    }
+    Ok(Arc::new(store))
 }
 
 /// `leader-bench` entry point: the store and its raw floor (the acquire batch alone, same pool).

@@ -27,6 +27,8 @@ pub struct SqlServerStore {
 struct Inner {
     pool: Pool,
     sql: Statements,
+    /// `host:port`, for messages.
+    addr: String,
 }
 
 impl std::fmt::Debug for SqlServerStore {
@@ -42,15 +44,26 @@ impl SqlServerStore {
         Self::with_config(SqlServerConfig::parse(url)?).await
     }
 
-    /// Connects with a prepared configuration.
+    /// Connects with a prepared configuration and, unless `ensure_schema=false`, creates the lease
+    /// table if missing (without it nothing is sent yet; `leader::connect` then calls
+    /// [`ping`](Self::ping)).
     pub async fn with_config(config: SqlServerConfig) -> Result<Self> {
+        let addr = config.tds.get_addr();
         let pool = Pool::new(config.tds.clone(), config.connect_timeout, config.pool_size);
         let store =
-            SqlServerStore { inner: Arc::new(Inner { pool, sql: Statements::new(config.schema, config.table) }) };
+            SqlServerStore { inner: Arc::new(Inner { pool, sql: Statements::new(config.schema, config.table), addr }) };
         if config.ensure_schema {
             store.ensure_schema().await?;
         }
         Ok(store)
+    }
+
+    /// One round trip (`SELECT 1`) on a pooled connection, opened if none is idle.
+    ///
+    /// # Errors
+    /// `Unavailable` naming the server (`host:port`) and the cause when it cannot be reached.
+    pub async fn ping(&self) -> Result<()> {
+        self.query("SELECT 1", &[]).await.map(drop)
     }
 
     /// Creates the schema and lease table if they are missing. Idempotent, and safe when several
@@ -91,8 +104,9 @@ impl SqlServerStore {
     }
 
     async fn query(&self, sql: &str, params: &[&dyn ToSql]) -> Result<Vec<Row>> {
-        let mut conn = self.inner.pool.get().await.map_err(map_err)?;
-        conn.query(sql, params).await.map_err(map_err)
+        let addr = &self.inner.addr;
+        let mut conn = self.inner.pool.get().await.map_err(|e| map_err(addr, e))?;
+        conn.query(sql, params).await.map_err(|e| map_err(addr, e))
     }
 
     async fn acquire_rows(&self, req: &AcquireRequest) -> Result<Vec<Row>> {
@@ -106,12 +120,18 @@ impl SqlServerStore {
 
 /// Maps a driver error to the core's kinds: I/O and TLS trouble is `Unavailable`, the server's own
 /// errors are `Backend` (with its error number), bad input is `InvalidArgument`.
-fn map_err(e: tiberius::error::Error) -> Error {
+fn map_err(addr: &str, e: tiberius::error::Error) -> Error {
     use tiberius::error::Error as E;
     match &e {
-        E::Io { .. } | E::Tls(_) | E::Routing { .. } => {
-            Error::unavailable("SQL Server connection failed").with_source(e)
-        }
+        // tiberius keeps the OS's words in the message of its Io variant; the source is that I/O
+        // error alone, so that the text is not shown twice.
+        E::Io { kind, message } => Error::unavailable(format!("SQL Server at {addr} cannot be reached: {message}"))
+            .with_source(std::io::Error::new(*kind, message.clone())),
+        E::Tls(detail) => Error::unavailable(format!("TLS with SQL Server at {addr} failed: {detail}")).with_source(e),
+        E::Routing { host, port } => Error::unavailable(format!(
+            "SQL Server at {addr} redirected the connection to {host}:{port}, which this pool does not follow"
+        ))
+        .with_source(e),
         E::Server(t) => Error::backend(format!("SQL Server error {}", t.code())).with_source(e),
         _ => Error::backend("SQL Server driver error").with_source(e),
     }

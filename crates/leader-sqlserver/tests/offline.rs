@@ -69,3 +69,21 @@ fn config_builders_validate() {
     assert_eq!(c.clone().table("bad name").unwrap_err().kind(), ErrorKind::InvalidArgument);
     assert_eq!(c.pool_size(0).unwrap_err().kind(), ErrorKind::InvalidArgument);
 }
+
+/// `leader::connect`'s entry point makes a round trip even with `ensure_schema=false`, and an
+/// unreachable server is named with the OS's cause, in the message itself.
+#[tokio::test]
+async fn connect_makes_a_round_trip_and_names_the_server() {
+    let port = closed_port();
+    for url in [
+        format!("mssql://sa:pw@127.0.0.1:{port}/master?ensure_schema=false&connect_timeout=2s"),
+        format!("mssql://sa:pw@127.0.0.1:{port}/master?connect_timeout=2s"),
+    ] {
+        let Err(err) = leader_sqlserver::connect(&url).await else { panic!("{url}: connected to a closed port") };
+        assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+        let message = err.message().to_ascii_lowercase();
+        assert!(message.contains(&format!("127.0.0.1:{port}")) && message.contains("refused"), "{err}");
+        assert_eq!(err.to_string().matches("os error").count(), 1, "the OS error once: {err}");
+        assert!(!format!("{err} {err:?}").contains(":pw@"), "{err:?}");
+    }
+}
