@@ -334,7 +334,7 @@ pub async fn slow_store_below_timeout(provider: Arc<dyn Provider>) -> ScenarioRe
 /// (b) 12 above the timeout, guarantee 3 for `run_as_leader`: the leader's calls take longer than
 /// `renew_deadline`. Its calls time out; it steps down by its deadline (`Lost`, reason
 /// `StoreUnavailable`); its `run_as_leader` work that ignores `lost()` is cancelled
-/// `lease_duration - renew_deadline` after the deadline with `LeadershipLost`; no overlap; once the
+/// `lease_duration - renew_deadline - drift_allowance` after the deadline with `LeadershipLost`; no overlap; once the
 /// link heals and the old leader stops, the follower takes over.
 pub async fn slow_store_above_timeout(provider: Arc<dyn Provider>) -> ScenarioResult {
     let ctx = Ctx::new(provider, "slow_store_above_timeout").await?;
@@ -374,7 +374,8 @@ pub async fn slow_store_above_timeout(provider: Arc<dyn Provider>) -> ScenarioRe
             "Lost reason {:?}, expected StoreUnavailable (timeouts)",
             lost.reason
         );
-        let grace = ctx.options.lease_duration - ctx.options.renew_deadline;
+        // The work's grace after the deadline: lease_duration - renew_deadline - drift_allowance.
+        let grace = ctx.options.work_grace();
         let (r, ended) = crate::within(grace + ctx.margin(), "run_as_leader giving up on the work", work)
             .await?
             .map_err(|e| crate::ScenarioFailure::new(format!("the run_as_leader task panicked: {e}")))?;
