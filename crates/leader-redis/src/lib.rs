@@ -2,6 +2,7 @@
 #![warn(missing_docs)]
 
 mod builder;
+mod clock;
 mod config;
 mod error;
 mod floor;

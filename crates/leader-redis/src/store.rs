@@ -1,7 +1,8 @@
 //! [`RedisStore`]: the [`LeaseStore`] over one fred client (or pool) and one subscriber.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fred::clients::{Client, Pool};
 use fred::interfaces::{ClientLike, ServerInterface};
@@ -9,13 +10,14 @@ use fred::prelude::Config;
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use leader_core::{
     async_trait, validate_election_name, validate_instance_id, validate_participant_id, validate_prefix, Acquire,
-    AcquireRequest, Capabilities, ElectionOptions, Error, LeaderInfo, Lease, LeaseStore, Metadata, Result,
+    AcquireRequest, Capabilities, ElectionOptions, Error, LeaderInfo, Lease, LeaseStore, Metadata, Refusal, Result,
 };
 
 use crate::builder::RedisStoreBuilder;
+use crate::clock::ServerClock;
 use crate::error::from_fred;
 use crate::keys::Keys;
-use crate::reply::{parse, Reply};
+use crate::reply::{parse, parse_timed, Reply, WaitReason};
 use crate::scripts::scripts;
 use crate::subscriber::Subscriber;
 
@@ -55,9 +57,15 @@ pub(crate) struct Inner {
     pub(crate) owned: bool,
     pub(crate) keys: Keys,
     pub(crate) max_lease: Duration,
-    pub(crate) quarantine: Duration,
+    /// How long after the server's start (or promotion) nobody is elected; `None`: the asking
+    /// election's lease.
+    pub(crate) quarantine: Option<Duration>,
     pub(crate) wait: Option<WaitForReplicas>,
     pub(crate) subscriber: Option<Subscriber>,
+    /// The server's clock, for the deadlines of acquire and renew.
+    pub(crate) clock: ServerClock,
+    /// The shortest `operation_timeout` of the elections checked against this store (µs; 0: none).
+    pub(crate) call_budget_us: AtomicU64,
 }
 
 impl Drop for Inner {
@@ -146,8 +154,9 @@ impl RedisStore {
         self.inner.keys.channel()
     }
 
-    /// How long a fresh or restarted server refuses acquisitions.
-    pub fn quarantine(&self) -> Duration {
+    /// How long after a server's start (or a replica's promotion) nobody is elected, if set with
+    /// [`RedisStoreBuilder::quarantine`]; `None` (the default): the lease of the election asking.
+    pub fn quarantine(&self) -> Option<Duration> {
         self.inner.quarantine
     }
 
@@ -168,6 +177,7 @@ impl RedisStore {
         let ttl = self.ttl_ms(req.ttl)?;
         let keys = &self.inner.keys;
         let metadata = encode_metadata(&req.metadata)?;
+        let wait = self.inner.quarantine.unwrap_or(req.ttl);
         Ok((
             vec![keys.lease(&req.election), keys.token(&req.election), keys.epoch(&req.election)],
             vec![
@@ -175,11 +185,62 @@ impl RedisStore {
                 req.participant_id.clone(),
                 ttl,
                 metadata,
-                self.inner.quarantine.as_millis().to_string(),
+                wait.as_millis().to_string(),
                 keys.channel().to_owned(),
                 req.election.clone(),
+                self.deadline(req.ttl).to_string(),
             ],
         ))
+    }
+
+    /// The server time after which an acquire or renew sent now must change nothing: the
+    /// shortest `operation_timeout` of the elections on this store (by then their callers have
+    /// given up), or a sixth of the lease (the default `operation_timeout`) if none was checked.
+    fn deadline(&self, ttl: Duration) -> u64 {
+        let budget = match self.inner.call_budget_us.load(Ordering::Relaxed) {
+            0 => ttl / 6,
+            us => Duration::from_micros(us),
+        };
+        self.inner.clock.deadline(budget)
+    }
+
+    /// Parses a reply and feeds its server time to the clock.
+    fn parse_observed(&self, election: &str, fields: Vec<String>) -> Result<Reply> {
+        let parsed = parse_timed(election, fields)?;
+        if let Some(us) = parsed.server_us {
+            self.inner.clock.observe(us);
+        }
+        Ok(parsed.reply)
+    }
+
+    /// What the store answers while the acquire script elects nobody.
+    fn refusal(&self, election: &str, left: Duration, why: WaitReason, ttl: Duration) -> Refusal {
+        let wait = humantime::format_duration(self.inner.quarantine.unwrap_or(ttl));
+        let left_text = humantime::format_duration(round_ms(left));
+        let ago = |since_us: u64| {
+            let since = UNIX_EPOCH + Duration::from_micros(since_us);
+            let now = SystemTime::now();
+            humantime::format_duration(round_ms(now.duration_since(since).unwrap_or_default())).to_string()
+        };
+        let reason = match why {
+            WaitReason::Start { since_us } => format!(
+                "the Redis server started about {} ago and may have lost, in a restart, leases whose holders still \
+                 lead: nobody is elected until one lease ({wait}) after its start, {left_text} from now",
+                ago(since_us)
+            ),
+            WaitReason::Promotion { since_us } => format!(
+                "the Redis server was promoted from replica (a failover) and may lack leases the old primary \
+                 granted; this key prefix first saw it as primary {} ago: nobody is elected until one lease \
+                 ({wait}) after that, {left_text} from now",
+                ago(since_us)
+            ),
+            WaitReason::Gone { .. } => format!(
+                "the lease key {} disappeared before the lease's end (evicted under a maxmemory-policy, or \
+                 deleted by hand): nobody is elected until that lease would have ended, {left_text} from now",
+                self.inner.keys.lease(election)
+            ),
+        };
+        Refusal::new(reason).retry_in(left)
     }
 
     fn ttl_ms(&self, ttl: Duration) -> Result<String> {
@@ -248,6 +309,17 @@ fn encode_metadata(metadata: &Metadata) -> Result<String> {
     serde_json::to_string(metadata).map_err(|e| Error::invalid_argument(format!("metadata cannot be encoded: {e}")))
 }
 
+fn round_ms(d: Duration) -> Duration {
+    Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn late(op: &str, election: &str) -> Error {
+    Error::timeout(format!(
+        "the {op} for {election:?} reached the Redis server after its deadline (the caller's operation_timeout) \
+         and changed nothing"
+    ))
+}
+
 fn unexpected(election: &str, reply: &Reply) -> Error {
     Error::backend(format!("unexpected reply from the lease script for {election:?}: {reply:?}"))
 }
@@ -261,35 +333,42 @@ impl LeaseStore for RedisStore {
         let (keys, args) = self.acquire_args(req)?;
         let client = self.client();
         let fields: Vec<String> = scripts().acquire.run(client, keys, args).await?;
-        match parse(&req.election, fields)? {
+        match self.parse_observed(&req.election, fields)? {
             Reply::Ours(Some(lease)) => {
                 self.wait_for_replicas(client).await?;
                 Ok(Acquire::Acquired(lease))
             }
             Reply::Theirs(holder) => Ok(Acquire::Held(Some(holder))),
-            Reply::Quarantine(left) => {
-                tracing::info!(
-                    election = %req.election,
-                    "redis: server data is new (restart or first use); no acquisitions for another {}",
-                    humantime::format_duration(left)
-                );
-                Ok(Acquire::Held(None))
-            }
+            Reply::Wait { left, why } => Ok(Acquire::Refused(self.refusal(&req.election, left, why, req.ttl))),
+            Reply::Policy(policy) => Ok(Acquire::Refused(Refusal::new(format!(
+                "the Redis server's maxmemory-policy is {policy}, which may evict any key, this election's lease \
+                 and its record ({}) included; set maxmemory-policy to noeviction",
+                self.inner.keys.token(&req.election)
+            )))),
+            Reply::Late => Err(late("acquire", &req.election)),
             other => Err(unexpected(&req.election, &other)),
         }
     }
 
     async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>> {
-        let ttl = self.ttl_ms(ttl)?;
+        let ttl_ms = self.ttl_ms(ttl)?;
         let client = self.client();
-        let fields: Vec<String> =
-            scripts().renew.run(client, vec![self.inner.keys.lease(&lease.election)], vec![owner(lease), ttl]).await?;
-        match parse(&lease.election, fields)? {
+        let keys = &self.inner.keys;
+        let fields: Vec<String> = scripts()
+            .renew
+            .run(
+                client,
+                vec![keys.lease(&lease.election), keys.token(&lease.election)],
+                vec![owner(lease), ttl_ms, self.deadline(ttl).to_string()],
+            )
+            .await?;
+        match self.parse_observed(&lease.election, fields)? {
             Reply::Ours(Some(renewed)) => {
                 self.wait_for_replicas(client).await?;
                 Ok(Some(renewed))
             }
             Reply::Nothing => Ok(None),
+            Reply::Late => Err(late("renew", &lease.election)),
             other => Err(unexpected(&lease.election, &other)),
         }
     }
@@ -300,7 +379,7 @@ impl LeaseStore for RedisStore {
             .release
             .run(
                 self.client(),
-                vec![keys.lease(&lease.election)],
+                vec![keys.lease(&lease.election), keys.token(&lease.election)],
                 vec![owner(lease), keys.channel().to_owned(), lease.election.clone()],
             )
             .await?;
@@ -367,6 +446,8 @@ impl LeaseStore for RedisStore {
     }
 
     fn check_options(&self, options: &ElectionOptions) -> Result<()> {
+        // Acquires and renews sent from now on carry a deadline no later than the shortest
+        // operation_timeout of the elections on this store (see `deadline`).
         if options.lease_duration > self.inner.max_lease {
             return Err(Error::invalid_argument(format!(
                 "lease_duration {} is longer than this Redis store's max_lease {}; raise max_lease (which also lengthens the restart quarantine)",
@@ -389,6 +470,11 @@ impl LeaseStore for RedisStore {
                 )));
             }
         }
+        let us = u64::try_from(options.operation_timeout.as_micros()).unwrap_or(u64::MAX).max(1);
+        let _ = self
+            .inner
+            .call_budget_us
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| (old == 0 || us < old).then_some(us));
         Ok(())
     }
 }

@@ -7,23 +7,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use leader_core::{ElectionOptions, Error, LeaseStore, Result};
+use leader_redis::fred::interfaces::KeysInterface;
 use leader_redis::RedisStore;
 use leader_testkit::Provider;
+
+mod common;
 
 struct Redis {
     url: String,
     addr: Option<SocketAddr>,
     /// One key prefix per provider, so scenarios of this run never meet other runs' keys.
     key_prefix: String,
+    /// A handle of the suite's own, for `break_lease`.
+    admin: RedisStore,
 }
 
 impl Redis {
     async fn open(&self, url: &str) -> Result<Arc<dyn LeaseStore>> {
         let store = RedisStore::builder(url)
             .key_prefix(&self.key_prefix)
-            // The shared test server is never restarted by this suite (the restart tests use
-            // servers of their own), so the fresh-server quarantine would only slow the first test.
-            .quarantine(Duration::ZERO)
             .max_lease(Duration::from_secs(10))
             // Test leases are 2 s: notice a blackholed connection well within one lease.
             .unresponsive_timeout(Duration::from_millis(800))
@@ -62,6 +64,11 @@ impl Provider for Redis {
         }
         Some(self.open(url.as_str()).await)
     }
+
+    async fn break_lease(&self, election: &str) -> Option<Result<()>> {
+        let deleted = self.admin.client().del::<i64, _>(self.admin.lease_key(election)).await;
+        Some(deleted.map(drop).map_err(|e| Error::backend(format!("DEL of the lease key failed: {e}"))))
+    }
 }
 
 async fn make_provider() -> Option<Arc<dyn Provider>> {
@@ -71,7 +78,12 @@ async fn make_provider() -> Option<Arc<dyn Provider>> {
     let addr = (parsed.scheme() == "redis")
         .then(|| (parsed.host_str()?, parsed.port().unwrap_or(6379)).to_socket_addrs().ok()?.next())
         .flatten();
-    Some(Arc::new(Redis { url, addr, key_prefix: format!("conf-{:08x}", fastrand::u32(..)) }))
+    // The suite runs with the store's real first-contact rule: the server must have been up for
+    // longer than the test lease, or the first elections would wait for it.
+    common::wait_until_up_for(&url, Duration::from_secs(2)).await;
+    let key_prefix = format!("conf-{:08x}", fastrand::u32(..));
+    let admin = RedisStore::builder(&url).key_prefix(&key_prefix).build().await.expect("the test server answers");
+    Some(Arc::new(Redis { url, addr, key_prefix, admin }))
 }
 
 leader_testkit::conformance_tests!(make_provider);
