@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use fred::prelude::*;
 
+pub mod topology;
+
 /// `LEADER_TEST_REDIS_URL`, or `None` after printing why the test does not run; panics when
 /// `LEADER_TEST_REQUIRE` names redis.
 pub fn shared_url() -> Option<String> {

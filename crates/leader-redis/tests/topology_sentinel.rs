@@ -1,0 +1,198 @@
+//! A real Sentinel set on loopback (one primary, one replica, three sentinels with quorum 2;
+//! ports 55101-55102 and 55111-55113), brought up by each test: the conformance subset against
+//! it, and the primary killed during an election, without and with `WAIT` (`wait_for_replicas`).
+//!
+//! In nextest's `topologies` test group (one topology at a time); under plain `cargo test` the
+//! tests of this binary take turns through `ONE_AT_A_TIME`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::election;
+use common::topology::{
+    after_failover, cli, field, participants, run_scenarios, until, wanted, Sentinel, TopologyProvider, ONE_AT_A_TIME,
+    SENTINEL_DOWN_AFTER, SUBSET,
+};
+use leader_redis::RedisStore;
+use tokio::time::Instant;
+
+const LEASE: Duration = Duration::from_secs(2);
+
+async fn started() -> Sentinel {
+    let set = Sentinel::start().await;
+    // First contact: the primary elects once it has been up for longer than the lease.
+    tokio::time::sleep(LEASE + Duration::from_secs(1)).await;
+    set
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_conformance_subset() {
+    if !wanted() {
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().await;
+    let set = started().await;
+    let provider = std::sync::Arc::new(TopologyProvider::new(&set.url()).await);
+    println!("conformance subset through the sentinels {}:", set.url());
+    let failures = run_scenarios(provider, SUBSET).await;
+    assert!(failures.is_empty(), "{} of {} scenarios failed: {failures:?}", failures.len(), SUBSET.len());
+}
+
+/// Kills the primary during an election and waits for the sentinels to promote the replica;
+/// returns the killed port, when it was killed and how long the promotion took.
+async fn kill_primary(set: &mut Sentinel) -> (u16, Instant, Duration) {
+    let primary = set.primary().expect("the sentinels name a primary");
+    let killed = Instant::now();
+    set.node(primary).kill().await;
+    until(Duration::from_secs(30), "the sentinels promote the replica", || set.primary().is_some_and(|p| p != primary))
+        .await;
+    (primary, killed, killed.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_primary_killed_during_an_election() {
+    if !wanted() {
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut set = started().await;
+    let url = set.url();
+    let name = election("sentinel-failover");
+    let (elections, recorder) =
+        participants(&name, 3, LEASE, || async { RedisStore::builder(&url).build().await.unwrap() }).await;
+    tokio::time::sleep(LEASE).await;
+    let (primary, killed, promoted) = kill_primary(&mut set).await;
+    let report = after_failover(&elections, &recorder, killed, LEASE, Duration::from_secs(30)).await;
+    println!(
+        "sentinel failover without WAIT (lease {LEASE:?}, down-after {SENTINEL_DOWN_AFTER:?}): primary {primary} killed; \
+         replica promoted after {promoted:.2?}; old leader stepped down after {:.2?}; new leader after {:.2?}; \
+         overlaps: {}",
+        report.stepped_down,
+        report.new_leader,
+        report.overlaps.len()
+    );
+    println!("tenures (from the kill): {}", report.timeline);
+    // Claimed (README): the promoted replica waits one lease from its promotion.
+    assert!(report.overlaps.is_empty(), "two leaders across the failover: {:?}", report.overlaps);
+    recorder.check().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_primary_killed_with_wait_for_one_replica() {
+    if !wanted() {
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut set = started().await;
+    let url = set.url();
+    let name = election("sentinel-wait");
+    let (elections, recorder) = participants(&name, 3, LEASE, || async {
+        RedisStore::builder(&url).wait_for_replicas(1, Duration::from_millis(100)).build().await.unwrap()
+    })
+    .await;
+    tokio::time::sleep(LEASE).await;
+    let (primary, killed, promoted) = kill_primary(&mut set).await;
+    let new_primary = set.primary().unwrap();
+    // The promoted replica has no replica of its own: WAIT 1 cannot be met, so nobody leads.
+    tokio::time::sleep(LEASE * 2).await;
+    let without_replica = recorder.tenures().iter().filter(|t| t.acquired > killed).count();
+    println!(
+        "with WAIT 1: {without_replica} tenures began in the {:.1?} after the kill while the new primary had no replica",
+        killed.elapsed()
+    );
+    assert_eq!(without_replica, 0, "a lease no replica acknowledged was reported as acquired");
+    // The old primary comes back as the new primary's replica (as an operator or Sentinel would
+    // make it); once it is in sync, a leader is elected again.
+    let node = set.node(primary);
+    node.set_args(
+        common::topology::data_args()
+            .into_iter()
+            .chain(["--replicaof".to_owned(), "127.0.0.1".to_owned(), new_primary.to_string()])
+            .collect(),
+    );
+    node.start().await;
+    let rejoined = Instant::now();
+    until(Duration::from_secs(20), "the old primary is in sync as a replica", || {
+        field(&cli(primary, &["info", "replication"]), "master_link_status").as_deref() == Some("up")
+    })
+    .await;
+    let synced = rejoined.elapsed();
+    let report = after_failover(&elections, &recorder, killed, LEASE, Duration::from_secs(30)).await;
+    println!(
+        "sentinel failover with WAIT 1 (lease {LEASE:?}): primary {primary} killed; replica promoted after {promoted:.2?}; \
+         old leader stepped down after {:.2?}; no leader until a replica was back ({:.2?} after the kill, in sync \
+         {synced:.2?} after its restart); new leader after {:.2?}; overlaps: {}",
+        report.stepped_down,
+        rejoined - killed,
+        report.new_leader,
+        report.overlaps.len()
+    );
+    println!("tenures (from the kill): {}", report.timeline);
+    assert!(report.overlaps.is_empty(), "two leaders across the failover: {:?}", report.overlaps);
+    recorder.check().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_failover_to_a_replica_that_missed_the_lease() {
+    if !wanted() {
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().await;
+    // The replica replicates through a proxy of this test, which can hold back what the primary sends.
+    let proxy = leader_testkit::FaultProxy::start(([127, 0, 0, 1], Sentinel::DATA[0]).into()).await.unwrap();
+    let mut set = Sentinel::start_with(Some(proxy.addr().port())).await;
+    // A lease long next to the failover (about 2 s here): the old leader still leads for seconds
+    // after the replica is promoted.
+    let lease = Duration::from_secs(10);
+    let url = set.url();
+    let key_prefix = common::prefix("missed");
+    let mk = || async { RedisStore::builder(&url).key_prefix(&key_prefix).build().await.unwrap() };
+    let name = election("sentinel-missed");
+    // The election has been used (and replicated) before the failover, as in a running system;
+    // with a short lease it need not wait for the young server long.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let warm = mk().await;
+    let warm_req = leader_core::AcquireRequest {
+        election: name.clone(),
+        participant_id: "w".into(),
+        instance_id: "w-instance".into(),
+        ttl: Duration::from_secs(2),
+        metadata: Default::default(),
+    };
+    let warm_lease = match leader_core::LeaseStore::try_acquire(&warm, &warm_req).await.unwrap() {
+        leader_core::Acquire::Acquired(l) => l,
+        other => panic!("warm-up acquire: {other:?}"),
+    };
+    leader_core::LeaseStore::release(&warm, &warm_lease).await.unwrap();
+    until(Duration::from_secs(10), "the replica has the warm-up", || {
+        let primary = field(&cli(Sentinel::DATA[0], &["info", "replication"]), "master_repl_offset");
+        let replica = field(&cli(Sentinel::DATA[1], &["info", "replication"]), "slave_repl_offset");
+        primary.is_some() && primary == replica
+    })
+    .await;
+    // From now on the replica receives nothing: the election's lease exists on the primary only.
+    proxy.set_mode(leader_testkit::ProxyMode::Blackhole);
+    let (elections, recorder) = participants(&name, 3, lease, mk).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let replica_has: bool = {
+        use leader_redis::fred::interfaces::KeysInterface;
+        let replica = common::admin(&format!("redis://127.0.0.1:{}", Sentinel::DATA[1])).await;
+        replica.exists(warm.lease_key(&name)).await.unwrap()
+    };
+    assert!(!replica_has, "the replica must not have the election's lease");
+    let (primary, killed, promoted) = kill_primary(&mut set).await;
+    let report = after_failover(&elections, &recorder, killed, Duration::from_secs(2), Duration::from_secs(40)).await;
+    println!(
+        "sentinel failover to a replica that missed the lease (lease {lease:?}): primary {primary} killed; replica \
+         promoted after {promoted:.2?}; old leader stepped down after {:.2?}; new leader after {:.2?}; overlaps: {}",
+        report.stepped_down,
+        report.new_leader,
+        report.overlaps.len()
+    );
+    println!("tenures (from the kill): {}", report.timeline);
+    // The promoted replica lacks the lease, but waits one lease from its promotion before it elects.
+    assert!(report.overlaps.is_empty(), "two leaders across the failover: {:?}", report.overlaps);
+    recorder.check().unwrap();
+}
