@@ -29,13 +29,13 @@ pub(crate) enum Reply {
 /// Why the acquire script elects nobody for now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum WaitReason {
-    /// The server (a primary since its start) started at about `since` (server µs, an upper
-    /// bound); its data may miss leases granted before.
-    Start { since_us: u64 },
-    /// The server was promoted from replica; first seen as primary at `since` (server µs).
-    Promotion { since_us: u64 },
-    /// The lease key is gone before the lease's end (server µs): evicted or deleted by hand.
-    Gone { ends_us: u64 },
+    /// The server (a primary since its start) started less than the wait ago; its data may miss
+    /// leases granted before.
+    Start,
+    /// The server was promoted from replica less than the wait ago.
+    Promotion,
+    /// The lease key is gone before the lease's end: evicted or deleted by hand.
+    Gone,
 }
 
 /// A reply and the server time it carries (µs), when it carries one.
@@ -65,11 +65,11 @@ pub(crate) fn parse_timed(election: &str, fields: Vec<String>) -> Result<Parsed>
         },
         "Q" => {
             let left = Duration::from_millis(num(2, "length")?);
-            let at = num(4, "instant")?;
+            num(4, "instant")?;
             let why = match fields.get(3).map(String::as_str) {
-                Some("start") => WaitReason::Start { since_us: at },
-                Some("promotion") => WaitReason::Promotion { since_us: at },
-                Some("gone") => WaitReason::Gone { ends_us: at },
+                Some("start") => WaitReason::Start,
+                Some("promotion") => WaitReason::Promotion,
+                Some("gone") => WaitReason::Gone,
                 other => return Err(bad(&format!("wait reason {other:?}"))),
             };
             Parsed { reply: Reply::Wait { left, why }, server_us: Some(num(1, "server time")?) }
@@ -143,14 +143,14 @@ mod tests {
         let Reply::Wait { left, why } = parse("e", s(&["Q", "17", "1500", "start", "12"])).unwrap() else {
             panic!("not Q")
         };
-        assert_eq!((left, why), (Duration::from_millis(1500), WaitReason::Start { since_us: 12 }));
+        assert_eq!((left, why), (Duration::from_millis(1500), WaitReason::Start));
         assert!(matches!(
             parse("e", s(&["Q", "17", "5", "gone", "20"])).unwrap(),
-            Reply::Wait { why: WaitReason::Gone { ends_us: 20 }, .. }
+            Reply::Wait { why: WaitReason::Gone, .. }
         ));
         assert!(matches!(
             parse("e", s(&["Q", "17", "5", "promotion", "3"])).unwrap(),
-            Reply::Wait { why: WaitReason::Promotion { since_us: 3 }, .. }
+            Reply::Wait { why: WaitReason::Promotion, .. }
         ));
         assert!(parse("e", s(&["Q", "17", "5", "why-not", "3"])).is_err());
         assert!(parse("e", s(&["Q", "1500"])).is_err());

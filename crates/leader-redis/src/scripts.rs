@@ -58,15 +58,17 @@ if v and string.sub(v, 1, #mine) ~= mine then
   return {'H', v, tostring(redis.call('PTTL', KEYS[1])), at}
 end
 local info = redis.call('INFO', 'server')
-local rid = string.match(info, '\nrun_id:(%x+)')
-if not rid then return redis.error_reply('leader: INFO server shows no run_id') end
 local rec = redis.call('GET', KEYS[2])
 local last, life, ends = 0, nil, 0
 if rec then
   local l, r, e = string.match(rec, '^(%d+)\n(%x*)\n(%d+)$')
   if l then last, life, ends = tonumber(l), r, tonumber(e) else last = tonumber(rec) or 0 end
 end
-if life ~= rid then
+-- run_ids are 40 hex digits; a plain find is the cheap way to compare (no pattern, no capture).
+local rid = life
+if not life or #life ~= 40 or not string.find(info, '\nrun_id:' .. life, 1, true) then
+  rid = string.match(info, '\nrun_id:(%x+)')
+  if not rid then return redis.error_reply('leader: INFO server shows no run_id') end
   -- The record is from another server life, or missing (a new election, or lost with the data).
   if not rec then
     local policy = string.match(redis.call('INFO', 'memory'), 'maxmemory_policy:(%S+)')
@@ -130,16 +132,14 @@ local deadline = tonumber(ARGV[3])
 if deadline > 0 and now > deadline then return {'L', at} end
 local v = redis.call('GET', KEYS[1])
 if not v or string.sub(v, 1, #ARGV[1]) ~= ARGV[1] then return {'N', at} end
-local rid = string.match(redis.call('INFO', 'server'), '\nrun_id:(%x+)')
-if not rid then return redis.error_reply('leader: INFO server shows no run_id') end
 local last, life = string.match(redis.call('GET', KEYS[2]) or '', '^(%d+)\n(%x*)\n')
-if life ~= rid then
+if not life or #life ~= 40 or not string.find(redis.call('INFO', 'server'), '\nrun_id:' .. life, 1, true) then
   -- A lease from another server life (restored from disk, or replicated before a failover): void.
   redis.call('DEL', KEYS[1])
   return {'N', at}
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
-redis.call('SET', KEYS[2], last .. '\n' .. rid .. '\n' .. string.format('%.0f', now + ARGV[2] * 1000))
+redis.call('SET', KEYS[2], last .. '\n' .. life .. '\n' .. string.format('%.0f', now + ARGV[2] * 1000))
 return {'A', v, ARGV[2], at}
 "#;
 

@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use fred::clients::{Client, Pool};
 use fred::interfaces::{ClientLike, ServerInterface};
@@ -213,30 +213,23 @@ impl RedisStore {
         Ok(parsed.reply)
     }
 
-    /// What the store answers while the acquire script elects nobody.
+    /// What the store answers while the acquire script elects nobody. The reason stays the same
+    /// from one attempt to the next (the election logs it when it changes); how long is `retry_in`.
     fn refusal(&self, election: &str, left: Duration, why: WaitReason, ttl: Duration) -> Refusal {
         let wait = humantime::format_duration(self.inner.quarantine.unwrap_or(ttl));
-        let left_text = humantime::format_duration(round_ms(left));
-        let ago = |since_us: u64| {
-            let since = UNIX_EPOCH + Duration::from_micros(since_us);
-            let now = SystemTime::now();
-            humantime::format_duration(round_ms(now.duration_since(since).unwrap_or_default())).to_string()
-        };
         let reason = match why {
-            WaitReason::Start { since_us } => format!(
-                "the Redis server started about {} ago and may have lost, in a restart, leases whose holders still \
-                 lead: nobody is elected until one lease ({wait}) after its start, {left_text} from now",
-                ago(since_us)
+            WaitReason::Start => format!(
+                "the Redis server started less than one lease ({wait}) ago and may have lost, in a restart, \
+                 leases whose holders still lead: nobody is elected until one lease after its start"
             ),
-            WaitReason::Promotion { since_us } => format!(
-                "the Redis server was promoted from replica (a failover) and may lack leases the old primary \
-                 granted; this key prefix first saw it as primary {} ago: nobody is elected until one lease \
-                 ({wait}) after that, {left_text} from now",
-                ago(since_us)
+            WaitReason::Promotion => format!(
+                "the Redis server was promoted from replica (a failover) less than one lease ({wait}) ago and may \
+                 lack leases the old primary granted: nobody is elected until one lease after it was first seen \
+                 as primary"
             ),
-            WaitReason::Gone { .. } => format!(
+            WaitReason::Gone => format!(
                 "the lease key {} disappeared before the lease's end (evicted under a maxmemory-policy, or \
-                 deleted by hand): nobody is elected until that lease would have ended, {left_text} from now",
+                 deleted by hand): nobody is elected until that lease would have ended",
                 self.inner.keys.lease(election)
             ),
         };
@@ -246,7 +239,7 @@ impl RedisStore {
     fn ttl_ms(&self, ttl: Duration) -> Result<String> {
         if ttl < Duration::from_millis(1) || ttl > self.inner.max_lease {
             return Err(Error::invalid_argument(format!(
-                "lease ttl {} is outside this store's 1ms..{} (raise max_lease, which also lengthens the restart quarantine)",
+                "lease ttl {} is outside this store's 1ms..{} (raise max_lease)",
                 humantime::format_duration(ttl),
                 humantime::format_duration(self.inner.max_lease)
             )));
@@ -307,10 +300,6 @@ fn owner(lease: &Lease) -> String {
 
 fn encode_metadata(metadata: &Metadata) -> Result<String> {
     serde_json::to_string(metadata).map_err(|e| Error::invalid_argument(format!("metadata cannot be encoded: {e}")))
-}
-
-fn round_ms(d: Duration) -> Duration {
-    Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn late(op: &str, election: &str) -> Error {
@@ -450,7 +439,7 @@ impl LeaseStore for RedisStore {
         // operation_timeout of the elections on this store (see `deadline`).
         if options.lease_duration > self.inner.max_lease {
             return Err(Error::invalid_argument(format!(
-                "lease_duration {} is longer than this Redis store's max_lease {}; raise max_lease (which also lengthens the restart quarantine)",
+                "lease_duration {} is longer than this Redis store's max_lease {}; raise max_lease",
                 humantime::format_duration(options.lease_duration),
                 humantime::format_duration(self.inner.max_lease)
             )));
