@@ -459,11 +459,14 @@ impl LeaseStore for RedisStore {
                 )));
             }
         }
-        let us = u64::try_from(options.operation_timeout.as_micros()).unwrap_or(u64::MAX).max(1);
-        let _ = self
-            .inner
-            .call_budget_us
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| (old == 0 || us < old).then_some(us));
+        // Only options an election could run with (core validates before it asks the store).
+        if options.validate().is_ok() {
+            let us = u64::try_from(options.operation_timeout.as_micros()).unwrap_or(u64::MAX).max(1);
+            let _ = self
+                .inner
+                .call_budget_us
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| (old == 0 || us < old).then_some(us));
+        }
         Ok(())
     }
 }

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use leader_core::{ElectionOptions, Error, LeaseStore, Result};
-use leader_redis::fred::interfaces::KeysInterface;
 use leader_redis::RedisStore;
 use leader_testkit::Provider;
 
@@ -66,8 +65,7 @@ impl Provider for Redis {
     }
 
     async fn break_lease(&self, election: &str) -> Option<Result<()>> {
-        let deleted = self.admin.client().del::<i64, _>(self.admin.lease_key(election)).await;
-        Some(deleted.map(drop).map_err(|e| Error::backend(format!("DEL of the lease key failed: {e}"))))
+        Some(common::break_lease(&self.admin, election).await)
     }
 }
 
@@ -87,3 +85,25 @@ async fn make_provider() -> Option<Arc<dyn Provider>> {
 }
 
 leader_testkit::conformance_tests!(make_provider);
+
+/// The provider's `break_lease` (used by the suite's end-path scenarios): the holder's next renew
+/// answers "not yours", and another participant may take the lease at once.
+#[tokio::test]
+async fn provider_break_lease_takes_the_lease_away() {
+    let Some(provider) = make_provider().await else { return };
+    let store = provider.store().await.unwrap();
+    let election = format!("break-{:08x}", fastrand::u32(..));
+    let req = |who: &str| leader_core::AcquireRequest {
+        election: election.clone(),
+        participant_id: who.to_owned(),
+        instance_id: format!("{who}-{:08x}", fastrand::u32(..)),
+        ttl: Duration::from_secs(2),
+        metadata: Default::default(),
+    };
+    let (a, b) = (req("a"), req("b"));
+    let leader_core::Acquire::Acquired(lease) = store.try_acquire(&a).await.unwrap() else { panic!("not acquired") };
+    provider.break_lease(&a.election).await.expect("supported").unwrap();
+    assert!(store.renew(&lease, a.ttl).await.unwrap().is_none(), "the holder's renew must answer not yours");
+    let taken = store.try_acquire(&b).await.unwrap();
+    assert!(matches!(&taken, leader_core::Acquire::Acquired(l) if l.token > lease.token), "{taken:?}");
+}

@@ -130,14 +130,27 @@ impl TempRedis {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// Starts the server; these ports lie in Linux's ephemeral range, so an outgoing connection of
+    /// another test may hold ours for a moment: a server that cannot bind is started again.
     async fn spawn(&mut self) {
+        let mut attempts = 0;
+        while !self.spawn_once().await {
+            attempts += 1;
+            assert!(attempts < 20, "redis-server could not bind port {} in 20 attempts", self.port);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    async fn spawn_once(&mut self) -> bool {
+        let log = self.dir.join("redis.log");
+        let _ = std::fs::remove_file(&log);
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(&self.args)
             .arg("--dir")
             .arg(&self.dir)
             .arg("--logfile")
-            .arg(self.dir.join("redis.log"))
+            .arg(&log)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -146,18 +159,19 @@ impl TempRedis {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            // Ready once it answers PING as the process we started (not a server left on the port).
-            let info = Command::new("redis-cli")
-                .args(["-p", &self.port.to_string(), "info", "server"])
-                .output()
-                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-                .unwrap_or_default();
-            if info.contains(&format!("process_id:{pid}")) {
-                break;
+            // Ready once it answers as the process we started (not a server left on the port).
+            if topology::field(&topology::cli(self.port, &["info", "server"]), "process_id")
+                .is_some_and(|p| p == pid.to_string())
+            {
+                return true;
             }
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                let log = std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default();
-                panic!("redis-server on {} exited ({status}); log:\n{log}", self.port);
+                self.child = None;
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                if text.contains("Address already in use") {
+                    return false;
+                }
+                panic!("redis-server on {} exited ({status}); log:\n{text}", self.port);
             }
             assert!(Instant::now() < deadline, "redis-server on {} did not start", self.port);
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -245,4 +259,26 @@ where
         assert!(tokio::time::Instant::now() < deadline, "not within {limit:?}: {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// `Provider::break_lease` for the conformance providers: the lease of `election` expires now,
+/// behind its holder's back: the lease key is deleted and the election's record says the lease
+/// has ended (as after its expiry), so the holder's next renew answers "not yours" and a follower
+/// may take over at once. (Deleting the key alone is what an eviction does: followers then wait
+/// for the lease's end, see `tests/eviction.rs`.)
+pub async fn break_lease(store: &leader_redis::RedisStore, election: &str) -> leader_core::Result<()> {
+    const EXPIRE_NOW: &str = r"
+redis.call('DEL', KEYS[1])
+local last, life = string.match(redis.call('GET', KEYS[2]) or '', '^(%d+)\n(%x*)\n')
+if last then redis.call('SET', KEYS[2], last .. '\n' .. life .. '\n0') end
+return 1
+";
+    let lease = store.lease_key(election);
+    let record = lease.strip_suffix(":lease").map(|k| format!("{k}:token")).unwrap_or_default();
+    let _: i64 = store
+        .client()
+        .eval(EXPIRE_NOW, vec![lease, record], Vec::<String>::new())
+        .await
+        .map_err(|e| leader_core::Error::backend(format!("expiring the lease failed: {e}")))?;
+    Ok(())
 }

@@ -100,7 +100,9 @@ impl Node {
         self.dir.join(if self.sentinel { "sentinel.conf" } else { "redis.conf" })
     }
 
-    /// Starts the process and waits until it answers on its port.
+    /// Starts the process and waits until it answers on its port. These ports lie in Linux's
+    /// ephemeral range, so an outgoing connection of another test may hold one for a moment: a
+    /// server that cannot bind is started again, a few times.
     pub async fn start(&mut self) {
         stop_stale(self.port);
         std::fs::create_dir_all(&self.dir).unwrap();
@@ -108,6 +110,18 @@ impl Node {
             // A config file of its own, so that CONFIG REWRITE (Sentinel's reconfiguration) works.
             std::fs::write(self.conf(), "").unwrap();
         }
+        let mut attempts = 0;
+        while !self.spawn().await {
+            attempts += 1;
+            assert!(attempts < 20, "redis-server could not bind port {} in 20 attempts", self.port);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// One attempt; false if the port was in use.
+    async fn spawn(&mut self) -> bool {
+        let log = self.dir.join("redis.log");
+        let _ = std::fs::remove_file(&log);
         let mut cmd = Command::new("redis-server");
         cmd.arg(self.conf());
         if self.sentinel {
@@ -116,7 +130,7 @@ impl Node {
         cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--dir"])
             .arg(&self.dir)
             .arg("--logfile")
-            .arg(self.dir.join("redis.log"))
+            .arg(&log)
             .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -126,11 +140,15 @@ impl Node {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if field(&cli(self.port, &["info", "server"]), "process_id").is_some_and(|p| p == pid.to_string()) {
-                return;
+                return true;
             }
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                let log = std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default();
-                panic!("redis-server on {} exited ({status}); log:\n{log}", self.port);
+                self.child = None;
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                if text.contains("Address already in use") {
+                    return false;
+                }
+                panic!("redis-server on {} exited ({status}); log:\n{text}", self.port);
             }
             assert!(Instant::now() < deadline, "redis-server on {} did not start", self.port);
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -545,9 +563,7 @@ impl Provider for TopologyProvider {
     }
 
     async fn break_lease(&self, election: &str) -> Option<leader_core::Result<()>> {
-        use leader_redis::fred::interfaces::KeysInterface;
-        let deleted = self.admin.client().del::<i64, _>(self.admin.lease_key(election)).await;
-        Some(deleted.map(drop).map_err(|e| leader_core::Error::backend(format!("DEL of the lease key failed: {e}"))))
+        Some(super::break_lease(&self.admin, election).await)
     }
 }
 
