@@ -16,6 +16,7 @@ use crate::clock::ServerClock;
 use crate::config::RedisConfig;
 use crate::error::from_fred;
 use crate::keys::{validate_key_prefix, Keys, DEFAULT_KEY_PREFIX};
+use crate::liveness::Liveness;
 use crate::store::{Conn, Inner, RedisStore, WaitForReplicas};
 use crate::subscriber::Subscriber;
 
@@ -128,9 +129,12 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// A connection whose oldest command waits longer than this is closed and reconnected
-    /// (default 2 s), so a half-open TCP connection does not stall the store. Only for stores that
-    /// make their own connection (from a URL or a `Config`).
+    /// A connection whose oldest unanswered command waits longer than this is closed and
+    /// reconnected (default 2 s), so a half-open or black-holed TCP connection does not stall the
+    /// store (nor keep it on a Sentinel primary that has since been replaced). Only for stores that
+    /// make their own connection (from a URL or a `Config`); over your own client, configure
+    /// fred's `UnresponsiveConfig`, which counts from the last write, so commands sent more often
+    /// than its timeout keep it from firing.
     #[must_use]
     pub fn unresponsive_timeout(mut self, timeout: Duration) -> Self {
         self.unresponsive_timeout = timeout;
@@ -279,6 +283,7 @@ impl RedisStoreBuilder {
                 subscriber,
                 clock,
                 call_budget_us: AtomicU64::new(0),
+                liveness: owned.then(|| Liveness::new(self.unresponsive_timeout)),
             }),
         })
     }

@@ -7,6 +7,7 @@ mod config;
 mod error;
 mod floor;
 mod keys;
+mod liveness;
 mod reply;
 mod scripts;
 mod store;

@@ -17,8 +17,9 @@ use crate::builder::RedisStoreBuilder;
 use crate::clock::ServerClock;
 use crate::error::from_fred;
 use crate::keys::Keys;
+use crate::liveness::Liveness;
 use crate::reply::{parse, parse_timed, Reply, WaitReason};
-use crate::scripts::scripts;
+use crate::scripts::{scripts, LuaScript};
 use crate::subscriber::Subscriber;
 
 /// A Redis lease store. Cheap to clone (clones share the connections).
@@ -66,6 +67,8 @@ pub(crate) struct Inner {
     pub(crate) clock: ServerClock,
     /// The shortest `operation_timeout` of the elections checked against this store (µs; 0: none).
     pub(crate) call_budget_us: AtomicU64,
+    /// Reconnects a connection that stopped answering (stores that made their own client).
+    pub(crate) liveness: Option<Liveness>,
 }
 
 impl Drop for Inner {
@@ -204,6 +207,24 @@ impl RedisStore {
         self.inner.clock.deadline(budget)
     }
 
+    /// Runs a script on `client`, watching that the connection answers (see `liveness`).
+    async fn run<R: fred::prelude::FromValue>(
+        &self,
+        script: &LuaScript,
+        client: &Client,
+        keys: Vec<String>,
+        args: Vec<String>,
+    ) -> Result<R> {
+        let Some(liveness) = &self.inner.liveness else { return script.run(client, keys, args).await };
+        liveness.sending(client, self.inner.subscriber.as_ref().map(Subscriber::client));
+        let result = script.run(client, keys, args).await;
+        // A result or an error reply: the server answered.
+        if result.as_ref().map_or_else(|e| e.kind() == leader_core::ErrorKind::Backend, |_| true) {
+            liveness.answered();
+        }
+        result
+    }
+
     /// Parses a reply and feeds its server time to the clock.
     fn parse_observed(&self, election: &str, fields: Vec<String>) -> Result<Reply> {
         let parsed = parse_timed(election, fields)?;
@@ -264,7 +285,7 @@ impl RedisStore {
 
     async fn read(&self, election: &str) -> Result<Option<LeaderInfo>> {
         let fields: Vec<String> =
-            scripts().read.run(self.client(), vec![self.inner.keys.lease(election)], Vec::<String>::new()).await?;
+            self.run(&scripts().read, self.client(), vec![self.inner.keys.lease(election)], Vec::new()).await?;
         match parse(election, fields)? {
             Reply::Theirs(lease) => Ok(Some(lease)),
             Reply::Nothing => Ok(None),
@@ -321,7 +342,7 @@ impl LeaseStore for RedisStore {
     async fn try_acquire(&self, req: &AcquireRequest) -> Result<Acquire> {
         let (keys, args) = self.acquire_args(req)?;
         let client = self.client();
-        let fields: Vec<String> = scripts().acquire.run(client, keys, args).await?;
+        let fields: Vec<String> = self.run(&scripts().acquire, client, keys, args).await?;
         match self.parse_observed(&req.election, fields)? {
             Reply::Ours(Some(lease)) => {
                 self.wait_for_replicas(client).await?;
@@ -343,9 +364,9 @@ impl LeaseStore for RedisStore {
         let ttl_ms = self.ttl_ms(ttl)?;
         let client = self.client();
         let keys = &self.inner.keys;
-        let fields: Vec<String> = scripts()
-            .renew
+        let fields: Vec<String> = self
             .run(
+                &scripts().renew,
                 client,
                 vec![keys.lease(&lease.election), keys.token(&lease.election)],
                 vec![owner(lease), ttl_ms, self.deadline(ttl).to_string()],
@@ -364,9 +385,9 @@ impl LeaseStore for RedisStore {
 
     async fn release(&self, lease: &Lease) -> Result<bool> {
         let keys = &self.inner.keys;
-        let fields: Vec<String> = scripts()
-            .release
+        let fields: Vec<String> = self
             .run(
+                &scripts().release,
                 self.client(),
                 vec![keys.lease(&lease.election), keys.token(&lease.election)],
                 vec![owner(lease), keys.channel().to_owned(), lease.election.clone()],
@@ -381,9 +402,9 @@ impl LeaseStore for RedisStore {
 
     async fn update_metadata(&self, lease: &Lease, metadata: &Metadata) -> Result<Option<Lease>> {
         let keys = &self.inner.keys;
-        let fields: Vec<String> = scripts()
-            .update_metadata
+        let fields: Vec<String> = self
             .run(
+                &scripts().update_metadata,
                 self.client(),
                 vec![keys.lease(&lease.election)],
                 vec![owner(lease), encode_metadata(metadata)?, keys.channel().to_owned(), lease.election.clone()],

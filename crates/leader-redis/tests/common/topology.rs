@@ -340,6 +340,17 @@ impl Cluster {
 /// Sentinel's `down-after-milliseconds`: how long the primary may be unreachable before failover.
 pub const SENTINEL_DOWN_AFTER: Duration = Duration::from_millis(1000);
 
+/// How a Sentinel set deviates from the plain one.
+#[derive(Default)]
+pub struct SentinelSetup {
+    /// The replica replicates from this port (a proxy in front of the primary).
+    pub replicate_from: Option<u16>,
+    /// The sentinels monitor the primary at this port (a proxy in front of it).
+    pub monitor: Option<u16>,
+    /// More arguments for the primary.
+    pub primary_args: Vec<String>,
+}
+
 /// A Sentinel set: one primary, one replica, three sentinels (quorum 2).
 pub struct Sentinel {
     pub data: Vec<Node>,
@@ -352,22 +363,24 @@ impl Sentinel {
     pub const NAME: &'static str = "mymaster";
 
     pub async fn start() -> Sentinel {
-        Self::start_with(None).await
+        Self::start_with(SentinelSetup::default()).await
     }
 
-    /// With `Some(port)` the replica replicates from `port` (a proxy in front of the primary)
-    /// instead of from the primary itself. Sentinel would "fix" such a replica (point it at the
-    /// primary) once `failover-timeout` has passed since it found it, so that timeout is then long.
-    pub async fn start_with(replicate_from: Option<u16>) -> Sentinel {
-        let failover_timeout = if replicate_from.is_some() { 120_000 } else { 4_000 };
+    pub async fn start_with(setup: SentinelSetup) -> Sentinel {
+        // Sentinel "fixes" a replica that replicates from another address than the one it monitors
+        // once failover-timeout has passed since it found it, so that timeout is then long.
+        let odd_replica = setup.replicate_from.is_some() && setup.replicate_from != setup.monitor;
+        let failover_timeout = if odd_replica { 120_000 } else { 4_000 };
         let root = fresh_dir("redis-sentinel");
         let [p, r] = Self::DATA;
-        let mut primary = Node::new(p, root.join(p.to_string()), data_args(), false);
+        let mut primary_args = data_args();
+        primary_args.extend(setup.primary_args.iter().cloned());
+        let mut primary = Node::new(p, root.join(p.to_string()), primary_args, false);
         let mut replica_args = data_args();
         replica_args.extend([
             "--replicaof".to_owned(),
             "127.0.0.1".to_owned(),
-            replicate_from.unwrap_or(p).to_string(),
+            setup.replicate_from.unwrap_or(p).to_string(),
         ]);
         let mut replica = Node::new(r, root.join(r.to_string()), replica_args, false);
         primary.start().await;
@@ -383,11 +396,12 @@ impl Sentinel {
             std::fs::write(
                 dir.join("sentinel.conf"),
                 format!(
-                    "sentinel monitor {name} 127.0.0.1 {p} 2\n\
+                    "sentinel monitor {name} 127.0.0.1 {monitored} 2\n\
                      sentinel down-after-milliseconds {name} {down}\n\
                      sentinel failover-timeout {name} {failover_timeout}\n\
                      sentinel parallel-syncs {name} 1\n",
                     name = Self::NAME,
+                    monitored = setup.monitor.unwrap_or(p),
                     down = SENTINEL_DOWN_AFTER.as_millis()
                 ),
             )
