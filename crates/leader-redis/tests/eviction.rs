@@ -88,8 +88,9 @@ async fn an_evicted_lease_is_not_handed_out_before_its_end() {
     let (sa, sb) = (mk().await.unwrap(), mk().await.unwrap());
     let lease = Duration::from_secs(4);
     let name = election("evicted");
-    let la = acquired(sa.try_acquire(&req(&name, "a", lease)).await.unwrap());
+    // Before the acquire: a's lease ends no earlier than a lease after this instant.
     let a_acquired = Instant::now();
+    let la = acquired(sa.try_acquire(&req(&name, "a", lease)).await.unwrap());
     // The policy changes after the stores connected, and memory runs out.
     config_set(&admin, "maxmemory-policy", "volatile-lru").await;
     let used: u64 = info_field(&admin, fred::types::InfoKind::Memory, "used_memory").await.parse().unwrap();

@@ -129,8 +129,9 @@ async fn restart_without_persistence_no_second_leader_and_tokens_grow() {
     b.start().await.unwrap();
     let before = first.token();
 
-    redis.restart().await;
+    redis.kill().await;
     let restarted = Instant::now();
+    redis.start_again().await;
     // The lease is gone with the data; `a` still believes it leads until its local deadline, so
     // nobody may acquire before the server's start + one lease.
     let probe = RedisStore::builder(&redis.url()).max_lease(lease).build().await.unwrap();
@@ -230,8 +231,9 @@ async fn restart_from_an_rdb_snapshot_voids_its_leases_and_tokens_grow() {
     let b = acquired(store.try_acquire(&rb).await.unwrap());
     // Crash and restart from the snapshot.
     redis.kill().await;
-    redis.start_again().await;
+    // Before the start: the server's life begins after this instant.
     let restarted = Instant::now();
+    redis.start_again().await;
     check_after_restart(&redis, restarted, (&ra, &a), (&rb, &b), lease).await;
 }
 
@@ -266,8 +268,8 @@ async fn restart_from_an_aof_everysec_that_lost_its_last_second() {
     // alone loses nothing written with everysec, so the test cuts the file back to what was synced.)
     redis.kill().await;
     std::fs::OpenOptions::new().write(true).open(incr_aof(&redis.dir)).unwrap().set_len(synced).unwrap();
-    redis.start_again().await;
     let restarted = Instant::now();
+    redis.start_again().await;
     check_after_restart(&redis, restarted, (&ra, &a), (&rb, &b), lease).await;
 }
 
@@ -302,8 +304,9 @@ async fn elections_across_an_rdb_restart_never_overlap() {
     leader.release().await.unwrap();
     recorder.wait_for(Duration::from_secs(5), |t| t.len() >= 2).await.unwrap();
     redis.kill().await;
-    redis.start_again().await;
+    // Before the start: the server's life begins after this instant.
     let restarted = Instant::now();
+    redis.start_again().await;
     recorder.wait_for(Duration::from_secs(15), |t| t.iter().any(|t| t.acquired > restarted)).await.unwrap();
     println!("leader again {:?} after the restart", restarted.elapsed());
     for e in &elections {
