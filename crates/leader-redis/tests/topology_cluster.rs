@@ -62,6 +62,15 @@ async fn cluster_primary_killed_during_an_election() {
     })
     .await;
     let promoted = killed.elapsed();
+    // The promoted replica refuses to elect for a lease, and says why.
+    let mut reason = None;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while reason.is_none() && tokio::time::Instant::now() < deadline {
+        reason = elections.iter().find_map(|e| e.health().refused.map(|r| r.reason));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let reason = reason.expect("a participant saw the promoted replica refuse");
+    assert!(reason.contains("promoted"), "{reason}");
     let report = after_failover(&elections, &recorder, killed, LEASE, Duration::from_secs(30)).await;
     println!(
         "cluster failover (lease {LEASE:?}, cluster-node-timeout {CLUSTER_NODE_TIMEOUT:?}): primary {primary} killed; \
