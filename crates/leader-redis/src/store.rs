@@ -286,7 +286,7 @@ impl RedisStore {
     async fn read(&self, election: &str) -> Result<Option<LeaderInfo>> {
         let fields: Vec<String> =
             self.run(&scripts().read, self.client(), vec![self.inner.keys.lease(election)], Vec::new()).await?;
-        match parse(election, fields)? {
+        match self.parse_observed(election, fields)? {
             Reply::Theirs(lease) => Ok(Some(lease)),
             Reply::Nothing => Ok(None),
             other => Err(unexpected(election, &other)),
