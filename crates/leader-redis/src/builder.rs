@@ -1,23 +1,28 @@
 //! [`RedisStoreBuilder`]: where the store connects and how it names and guards its keys.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
 use fred::clients::{Client, Pool};
 use fred::interfaces::ClientLike;
 use fred::prelude::{Builder, Config, ReconnectPolicy};
+use fred::types::config::Options;
 use fred::types::config::UnresponsiveConfig;
+use fred::types::InfoKind;
 use leader_core::{Error, Result};
 
+use crate::clock::ServerClock;
 use crate::config::RedisConfig;
 use crate::error::from_fred;
 use crate::keys::{validate_key_prefix, Keys, DEFAULT_KEY_PREFIX};
+use crate::liveness::Liveness;
 use crate::store::{Conn, Inner, RedisStore, WaitForReplicas};
 use crate::subscriber::Subscriber;
 
-/// The longest lease a store accepts unless told otherwise; also the default quarantine.
+/// The longest lease a store accepts unless told otherwise.
 pub const DEFAULT_MAX_LEASE: Duration = Duration::from_secs(60);
-/// The longest `max_lease` (and quarantine) a store can be given.
+/// The longest `max_lease` (and `quarantine`) a store can be given.
 pub const MAX_MAX_LEASE: Duration = Duration::from_secs(24 * 3600);
 /// The default [`RedisStoreBuilder::unresponsive_timeout`].
 pub const DEFAULT_UNRESPONSIVE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -95,17 +100,19 @@ impl RedisStoreBuilder {
     }
 
     /// The longest lease this store accepts (default 60 s); `check_options` refuses longer ones.
-    /// It is also the default quarantine. URL parameter `max_lease` (e.g. `30s`).
+    /// URL parameter `max_lease` (e.g. `30s`).
     #[must_use]
     pub fn max_lease(mut self, max_lease: Duration) -> Self {
         self.max_lease = max_lease;
         self
     }
 
-    /// How long acquisitions are refused after the acquire script finds the epoch key missing (a
-    /// server that lost its data, or a fresh one); default `max_lease`. Zero turns the quarantine
-    /// off: only do that where every participant restarts with the server, or in tests. URL
-    /// parameter `quarantine` (e.g. `0s`).
+    /// How long after the Redis server's start (or after a replica's promotion to primary) nobody
+    /// is elected, for elections whose data is from before then; default: the lease of the
+    /// election asking, which is enough when every participant of an election uses the same lease.
+    /// Set it to the longest lease of an election whose participants use different leases. Zero
+    /// turns the wait off: only do that where every participant restarts with the server, or in
+    /// tests. See the crate docs (*Restarts and failovers*). URL parameter `quarantine` (e.g. `0s`).
     #[must_use]
     pub fn quarantine(mut self, quarantine: Duration) -> Self {
         self.quarantine = Some(quarantine);
@@ -122,9 +129,12 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// A connection whose oldest command waits longer than this is closed and reconnected
-    /// (default 2 s), so a half-open TCP connection does not stall the store. Only for stores that
-    /// make their own connection (from a URL or a `Config`).
+    /// A connection whose oldest unanswered command waits longer than this is closed and
+    /// reconnected (default 2 s), so a half-open or black-holed TCP connection does not stall the
+    /// store (nor keep it on a Sentinel primary that has since been replaced). Only for stores that
+    /// make their own connection (from a URL or a `Config`); over your own client, configure
+    /// fred's `UnresponsiveConfig`, which counts from the last write, so commands sent more often
+    /// than its timeout keep it from firing.
     #[must_use]
     pub fn unresponsive_timeout(mut self, timeout: Duration) -> Self {
         self.unresponsive_timeout = timeout;
@@ -172,7 +182,7 @@ impl RedisStoreBuilder {
     }
 
     /// Checks the settings; returns the quarantine.
-    fn validate(&self) -> Result<Duration> {
+    fn validate(&self) -> Result<Option<Duration>> {
         validate_key_prefix(&self.key_prefix)?;
         if self.max_lease.is_zero() || self.max_lease > MAX_MAX_LEASE {
             return Err(Error::invalid_argument(format!(
@@ -181,11 +191,11 @@ impl RedisStoreBuilder {
                 humantime::format_duration(MAX_MAX_LEASE)
             )));
         }
-        let quarantine = self.quarantine.unwrap_or(self.max_lease);
-        if quarantine > MAX_MAX_LEASE {
+        let quarantine = self.quarantine;
+        if quarantine.is_some_and(|q| q > MAX_MAX_LEASE) {
             return Err(Error::invalid_argument(format!(
                 "quarantine {} is longer than {}",
-                humantime::format_duration(quarantine),
+                humantime::format_duration(quarantine.unwrap_or_default()),
                 humantime::format_duration(MAX_MAX_LEASE)
             )));
         }
@@ -221,13 +231,22 @@ impl RedisStoreBuilder {
         Ok(client)
     }
 
-    async fn finish(self, conn: Conn, owned: bool, quarantine: Duration) -> Result<RedisStore> {
+    async fn finish(self, conn: Conn, owned: bool, quarantine: Option<Duration>) -> Result<RedisStore> {
         let first = conn.client().clone();
         let clustered = first.is_clustered();
-        if clustered && self.wait.is_some() {
-            return Err(Error::invalid_argument(
+        let clock = ServerClock::new();
+        let checked = if clustered && self.wait.is_some() {
+            Err(Error::invalid_argument(
                 "wait_for_replicas is not available on Redis Cluster: WAIT is not routed to the node of the election's key",
-            ));
+            ))
+        } else {
+            check_servers(&first, &clock).await
+        };
+        if let Err(e) = checked {
+            if owned {
+                let _ = first.quit().await;
+            }
+            return Err(e);
         }
         let keys = Keys::new(&self.key_prefix, clustered);
         let subscriber = if self.push {
@@ -262,6 +281,9 @@ impl RedisStoreBuilder {
                 quarantine,
                 wait: self.wait,
                 subscriber,
+                clock,
+                call_budget_us: AtomicU64::new(0),
+                liveness: owned.then(|| Liveness::new(self.unresponsive_timeout)),
             }),
         })
     }
@@ -290,6 +312,61 @@ impl RedisStoreBuilder {
             _ => self,
         })
     }
+}
+
+/// Checks every primary the client talks to (each primary of a Cluster) before the store is
+/// made: its `maxmemory-policy` must not evict (see [`check_eviction_policy`]), and its clock
+/// seeds `clock`. One round trip per primary (`INFO memory`, `TIME`).
+async fn check_servers(client: &Client, clock: &ServerClock) -> Result<()> {
+    let nodes = if client.is_clustered() { client.active_connections() } else { Vec::new() };
+    let targets: Vec<Option<fred::types::config::Server>> =
+        if nodes.is_empty() { vec![None] } else { nodes.into_iter().map(Some).collect() };
+    for node in targets {
+        let options = Options { cluster_node: node.clone(), ..Default::default() };
+        let on = client.with_options(&options);
+        let memory: String = on.info(Some(InfoKind::Memory)).await.map_err(from_fred)?;
+        let name = node.map_or_else(|| "the Redis server".to_owned(), |n| format!("Redis node {n}"));
+        check_eviction_policy(&name, &memory)?;
+        let time: Vec<String> = on
+            .custom(
+                fred::types::CustomCommand::new_static("TIME", fred::types::ClusterHash::Random, false),
+                Vec::<String>::new(),
+            )
+            .await
+            .map_err(from_fred)?;
+        if let [secs, micros] = time.as_slice() {
+            if let (Ok(s), Ok(us)) = (secs.parse::<u64>(), micros.parse::<u64>()) {
+                clock.observe(s.saturating_mul(1_000_000).saturating_add(us));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a `maxmemory-policy` (from `INFO memory` text; managed services refuse `CONFIG GET`)
+/// under which Redis may evict a lease before it ends: `volatile-*` evicts keys with a TTL first,
+/// and the lease keys are the only keys of this store with one; `allkeys-*` evicts any key.
+pub(crate) fn check_eviction_policy(server: &str, info_memory: &str) -> Result<()> {
+    let policy = info_memory
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("maxmemory_policy:"))
+        .map(str::trim)
+        .unwrap_or("noeviction");
+    if policy == "noeviction" {
+        return Ok(());
+    }
+    let what = if policy.starts_with("volatile-") {
+        "evicts keys that have a TTL, and the lease keys are the only keys of this store with one"
+    } else {
+        "may evict any key, leases and their records included"
+    };
+    let maxmemory =
+        info_memory.lines().find_map(|l| l.trim().strip_prefix("maxmemory_human:")).map(str::trim).unwrap_or("?");
+    Err(Error::invalid_argument(format!(
+        "{server} has maxmemory-policy {policy} (maxmemory {maxmemory}): under memory pressure it {what}, so a \
+         lease could vanish while its holder still leads and a second leader be elected; set maxmemory-policy to \
+         noeviction (CONFIG SET maxmemory-policy noeviction, or the managed service's parameter group)"
+    )))
 }
 
 /// A builder for `config.url` with the settings of `config` (see [`RedisConfig`]).
@@ -400,6 +477,24 @@ mod tests {
             (d.key_prefix.as_str(), d.max_lease, d.quarantine, d.push),
             (DEFAULT_KEY_PREFIX, DEFAULT_MAX_LEASE, None, true)
         );
+    }
+
+    #[test]
+    fn only_noeviction_passes_the_policy_check() {
+        let info = |p: &str| {
+            format!("# Memory\r\nused_memory:1\r\nmaxmemory:0\r\nmaxmemory_human:0B\r\nmaxmemory_policy:{p}\r\n")
+        };
+        assert!(check_eviction_policy("s", &info("noeviction")).is_ok());
+        assert!(check_eviction_policy("s", "# Memory\r\n").is_ok(), "no policy shown: nothing to refuse");
+        for policy in ["volatile-lru", "volatile-ttl", "allkeys-lru", "allkeys-random", "volatile-lfu"] {
+            let err = check_eviction_policy("s", &info(policy)).unwrap_err();
+            assert_eq!(err.kind(), leader_core::ErrorKind::InvalidArgument);
+            let text = err.to_string();
+            assert!(
+                text.contains("maxmemory-policy") && text.contains(policy) && text.contains("noeviction"),
+                "{text}"
+            );
+        }
     }
 
     #[test]

@@ -42,7 +42,7 @@ pub struct RedisConfig {
     /// See [`RedisStoreBuilder::max_lease`]; default 60 s.
     #[serde(with = "humantime_serde", default = "default_max_lease")]
     pub max_lease: Duration,
-    /// See [`RedisStoreBuilder::quarantine`]; default (absent) `max_lease`.
+    /// See [`RedisStoreBuilder::quarantine`]; default (absent): the lease of the election asking.
     #[serde(with = "humantime_serde", default, skip_serializing_if = "Option::is_none")]
     pub quarantine: Option<Duration>,
     /// See [`RedisStoreBuilder::wait_for_replicas`]; default off.

@@ -3,9 +3,10 @@
 //! For key prefix `P` and election `E`:
 //! - `P:{E}:lease`  string: `instance \n token \n participant \n acquired_at_us \n metadata_json`,
 //!   written with `SET ... PX` so it expires by the server's clock.
-//! - `P:{E}:token`  the election's last token (never expires).
-//! - `P:epoch`      the quarantine marker (see the crate docs); on Redis Cluster one per hash slot,
-//!   `P:{tag}:epoch` with a tag that hashes to the election's slot, so a script names only keys of one slot.
+//! - `P:{E}:token`  the election's record `last_token \n run_id \n ends_us` (never expires).
+//! - `P:epoch`      when a promoted replica was first seen as primary (see the crate docs); on Redis
+//!   Cluster one per hash slot, `P:{tag}:epoch` with a tag that hashes to the election's slot, so a
+//!   script names only keys of one slot.
 //! - channel `P:events`: the acquire, release and metadata scripts publish the election name here.
 //!
 //! The hash tag `{E}` puts an election's keys in one slot (Redis Cluster runs a script only on keys

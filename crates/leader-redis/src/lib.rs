@@ -2,10 +2,12 @@
 #![warn(missing_docs)]
 
 mod builder;
+mod clock;
 mod config;
 mod error;
 mod floor;
 mod keys;
+mod liveness;
 mod reply;
 mod scripts;
 mod store;

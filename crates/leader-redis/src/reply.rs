@@ -13,30 +13,80 @@ pub(crate) enum Reply {
     Theirs(Lease),
     /// `N`: no lease, or not the caller's.
     Nothing,
-    /// `Q`: the server is in its restart quarantine for this many more milliseconds.
-    Quarantine(Duration),
+    /// `Q`: nobody is elected for `left` more.
+    Wait {
+        /// How long until the script elects again.
+        left: Duration,
+        /// Why.
+        why: WaitReason,
+    },
+    /// `P`: the server's `maxmemory-policy` (an `allkeys-*` one) may have evicted the election's record.
+    Policy(String),
+    /// `L`: the command reached the server after its deadline and changed nothing.
+    Late,
+}
+
+/// Why the acquire script elects nobody for now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WaitReason {
+    /// The server (a primary since its start) started less than the wait ago; its data may miss
+    /// leases granted before.
+    Start,
+    /// The server was promoted from replica less than the wait ago.
+    Promotion,
+    /// The lease key is gone before the lease's end: evicted or deleted by hand.
+    Gone,
+}
+
+/// A reply and the server time it carries (µs), when it carries one.
+pub(crate) struct Parsed {
+    pub(crate) reply: Reply,
+    pub(crate) server_us: Option<u64>,
 }
 
 /// Parses a reply of the scripts for `election`.
 pub(crate) fn parse(election: &str, fields: Vec<String>) -> Result<Reply> {
+    parse_timed(election, fields).map(|p| p.reply)
+}
+
+/// Parses a reply of the scripts for `election`, with the server time in it.
+pub(crate) fn parse_timed(election: &str, fields: Vec<String>) -> Result<Parsed> {
     let bad = |what: &str| Error::backend(format!("unexpected reply from the lease script for {election:?}: {what}"));
     let tag = fields.first().ok_or_else(|| bad("empty array"))?;
-    match tag.as_str() {
-        "N" => Ok(Reply::Nothing),
+    let num = |i: usize, what: &str| -> Result<u64> {
+        fields.get(i).and_then(|s| s.parse().ok()).ok_or_else(|| bad(&format!("{tag} reply without {what}")))
+    };
+    let parsed = match tag.as_str() {
+        "N" => Parsed { reply: Reply::Nothing, server_us: fields.get(1).and_then(|s| s.parse().ok()) },
+        "L" => Parsed { reply: Reply::Late, server_us: Some(num(1, "server time")?) },
+        "P" => Parsed {
+            reply: Reply::Policy(fields.get(2).cloned().unwrap_or_default()),
+            server_us: Some(num(1, "server time")?),
+        },
         "Q" => {
-            let ms: u64 = fields.get(1).and_then(|s| s.parse().ok()).ok_or_else(|| bad("quarantine without length"))?;
-            Ok(Reply::Quarantine(Duration::from_millis(ms)))
+            let left = Duration::from_millis(num(2, "length")?);
+            num(4, "instant")?;
+            let why = match fields.get(3).map(String::as_str) {
+                Some("start") => WaitReason::Start,
+                Some("promotion") => WaitReason::Promotion,
+                Some("gone") => WaitReason::Gone,
+                other => return Err(bad(&format!("wait reason {other:?}"))),
+            };
+            Parsed { reply: Reply::Wait { left, why }, server_us: Some(num(1, "server time")?) }
         }
-        "A" if fields.len() == 1 => Ok(Reply::Ours(None)),
+        "A" if fields.len() == 1 => Parsed { reply: Reply::Ours(None), server_us: None },
         "A" | "H" => {
             let [_, value, pttl, now_us] = fields.as_slice() else {
                 return Err(bad(&format!("{} fields, expected 4", fields.len())));
             };
             let lease = lease_of(election, value, pttl, now_us).map_err(|what| bad(&what))?;
-            Ok(if tag == "A" { Reply::Ours(Some(lease)) } else { Reply::Theirs(lease) })
+            let server_us = now_us.parse().ok();
+            let reply = if tag == "A" { Reply::Ours(Some(lease)) } else { Reply::Theirs(lease) };
+            Parsed { reply, server_us }
         }
-        other => Err(bad(&format!("tag {other:?}"))),
-    }
+        other => return Err(bad(&format!("tag {other:?}"))),
+    };
+    Ok(parsed)
 }
 
 /// A lease from its stored value (`instance \n token \n participant \n acquired_at_us \n metadata`),
@@ -90,7 +140,24 @@ mod tests {
         assert_eq!(lease.metadata.get("k").map(String::as_str), Some("v"));
         assert!(matches!(parse("e", s(&["N"])).unwrap(), Reply::Nothing));
         assert!(matches!(parse("e", s(&["A"])).unwrap(), Reply::Ours(None)));
-        assert!(matches!(parse("e", s(&["Q", "1500"])).unwrap(), Reply::Quarantine(d) if d.as_millis() == 1500));
+        let Reply::Wait { left, why } = parse("e", s(&["Q", "17", "1500", "start", "12"])).unwrap() else {
+            panic!("not Q")
+        };
+        assert_eq!((left, why), (Duration::from_millis(1500), WaitReason::Start));
+        assert!(matches!(
+            parse("e", s(&["Q", "17", "5", "gone", "20"])).unwrap(),
+            Reply::Wait { why: WaitReason::Gone, .. }
+        ));
+        assert!(matches!(
+            parse("e", s(&["Q", "17", "5", "promotion", "3"])).unwrap(),
+            Reply::Wait { why: WaitReason::Promotion, .. }
+        ));
+        assert!(parse("e", s(&["Q", "17", "5", "why-not", "3"])).is_err());
+        assert!(parse("e", s(&["Q", "1500"])).is_err());
+        let late = parse_timed("e", s(&["L", "99"])).unwrap();
+        assert!(matches!(late.reply, Reply::Late) && late.server_us == Some(99));
+        assert!(matches!(parse("e", s(&["P", "1", "allkeys-lru"])).unwrap(), Reply::Policy(p) if p == "allkeys-lru"));
+        assert_eq!(parse_timed("e", s(&["N", "42"])).unwrap().server_us, Some(42));
         assert!(parse("e", s(&["Z"])).is_err());
         assert!(parse("e", s(&["A", "x"])).is_err());
         assert!(parse("e", s(&["A", "inst\n12\npart\n13", "5", "14"])).is_err(), "no metadata");

@@ -1,20 +1,39 @@
 //! The Lua scripts, one per operation, and how they are run: `EVALSHA`, and on `NOSCRIPT` (a
 //! restarted server or `SCRIPT FLUSH` empties the script cache) `EVAL`, which also loads the script.
 //!
-//! The lease is one string key, `instance \n token \n participant \n acquired_at_us \n metadata`
-//!, written with `SET ... PX`: one command to write, one `GET` to
-//! read, and ownership is a prefix comparison (`instance \n` for acquire, `instance \n token \n`
-//! for renew, release and metadata updates). Instance and participant ids never contain a newline
-//! (checked before any script runs) and the metadata, last, is JSON.
+//! The lease is one string key, `instance \n token \n participant \n acquired_at_us \n metadata`,
+//! written with `SET ... PX`: one command to write, one `GET` to read, and ownership is a prefix
+//! comparison (`instance \n` for acquire, `instance \n token \n` for renew, release and metadata
+//! updates). Instance and participant ids never contain a newline (checked before any script runs)
+//! and the metadata, last, is JSON.
+//!
+//! The election's record `P:{E}:token` is `last_token \n run_id \n ends_us`, never expires, and
+//! says three things the lease key cannot:
+//! - the last token issued (tokens are `max(last + 1, TIME µs)`);
+//! - which server life wrote it: the `run_id` of the primary (`INFO server`), new for every
+//!   process start. A record from another life (a restart from an RDB snapshot or an AOF, a
+//!   replica promoted by a failover) means this server's data may miss the latest leases, so the
+//!   election's lease from then is void and nobody is elected until one lease after this server's
+//!   start (or, for a promoted replica, after the first script that saw it as primary; `P:epoch`
+//!   keeps that instant per key prefix, per slot on Cluster);
+//! - when the last lease ends (`0` once released). A lease key gone before then was evicted or
+//!   deleted by hand, and nobody is elected until then.
+//!
+//! Acquire and renew carry a deadline in server time (the caller's `operation_timeout` after the
+//! call was sent, see `clock`): a command that reaches the server later (a reconnect replay, a
+//! retry, a TCP stream that stalled and resumed) changes nothing and answers `L`.
 //!
 //! Replies are arrays of strings so that no number passes through Lua's doubles on the way out:
 //! `{tag, lease value, pttl_ms, server_now_us}` where tag is `A` (ours) or `H` (held by another);
-//! `{"N"}` (no lease / not ours), `{"A"}` (released), `{"Q", ms}` (quarantine).
+//! `{"N"[, now]}` (no lease / not ours), `{"A"}` (released), `{"L", now}` (too late),
+//! `{"Q", now, ms, why, since_us}` (nobody is elected for `ms` more; why is `start`, `promotion`
+//! or `gone`), `{"P", now, policy}` (an `allkeys-*` eviction policy may have evicted the record).
 //! Numbers going in are formatted with `%.0f`: Lua's `tostring` would write 1.7e+15.
 //!
 //! These scripts run on every acquire, renew and release, so they are written for the server's
-//! time: no closures, no hash fields, the fewest `redis.call`s (each one costs about a
-//! microsecond in Lua's bridge; the whole acquire script costs the server a few µs).
+//! time: no closures, no hash fields, the fewest `redis.call`s. `INFO server` (a few µs) is read
+//! only on the paths that may hand out or keep a lease; `INFO replication` and `INFO memory` only
+//! when the record is not from this server's life.
 
 use std::sync::OnceLock;
 
@@ -25,63 +44,112 @@ use fred::types::scripts::Script;
 use crate::error::from_fred;
 use leader_core::Result;
 
-/// KEYS: lease, token counter, epoch. ARGV: instance, participant, ttl ms, metadata json,
-/// quarantine ms, channel, election.
+/// KEYS: lease, record (`P:{E}:token`), epoch. ARGV: instance, participant, ttl ms, metadata
+/// json, wait ms (after the server's start or promotion), channel, election, deadline µs (0: none).
 const ACQUIRE: &str = r#"
 local t = redis.call('TIME')
 local now = t[1] * 1000000 + t[2]
+local at = string.format('%.0f', now)
+local deadline = tonumber(ARGV[8])
+if deadline > 0 and now > deadline then return {'L', at} end
 local v = redis.call('GET', KEYS[1])
-if v then
-  local mine = ARGV[1] .. '\n'
-  if string.sub(v, 1, #mine) ~= mine then
-    return {'H', v, tostring(redis.call('PTTL', KEYS[1])), string.format('%.0f', now)}
+local mine = ARGV[1] .. '\n'
+if v and string.sub(v, 1, #mine) ~= mine then
+  return {'H', v, tostring(redis.call('PTTL', KEYS[1])), at}
+end
+local info = redis.call('INFO', 'server')
+local rec = redis.call('GET', KEYS[2])
+local last, life, ends = 0, nil, 0
+if rec then
+  local l, r, e = string.match(rec, '^(%d+)\n(%x*)\n(%d+)$')
+  if l then last, life, ends = tonumber(l), r, tonumber(e) else last = tonumber(rec) or 0 end
+end
+-- run_ids are 40 hex digits; a plain find is the cheap way to compare (no pattern, no capture).
+local rid = life
+if not life or #life ~= 40 or not string.find(info, '\nrun_id:' .. life, 1, true) then
+  rid = string.match(info, '\nrun_id:(%x+)')
+  if not rid then return redis.error_reply('leader: INFO server shows no run_id') end
+  -- The record is from another server life, or missing (a new election, or lost with the data).
+  if not rec then
+    local policy = string.match(redis.call('INFO', 'memory'), 'maxmemory_policy:(%S+)')
+    if policy and string.sub(policy, 1, 8) == 'allkeys-' then return {'P', at, policy} end
   end
+  local wait = tonumber(ARGV[5])
+  if wait > 0 then
+    local since, why
+    if string.match(redis.call('INFO', 'replication'), 'second_repl_offset:(%-?%d+)') == '-1' then
+      -- Primary since its start: its data is from before then.
+      why = 'start'
+      since = (t[1] - tonumber(string.match(info, 'uptime_in_seconds:(%d+)')) + 1) * 1000000
+    else
+      -- A promoted replica: count from the first script that saw it as primary.
+      why = 'promotion'
+      local e = redis.call('GET', KEYS[3])
+      local er, es
+      if e then er, es = string.match(e, '^(%x+)\n(%d+)$') end
+      if er == rid then since = tonumber(es) else
+        since = now
+        redis.call('SET', KEYS[3], rid .. '\n' .. at)
+      end
+    end
+    local open = since + wait * 1000
+    if ends > open then open = ends end
+    if now < open then
+      if v then redis.call('DEL', KEYS[1]) end
+      return {'Q', at, string.format('%.0f', math.ceil((open - now) / 1000)), why, string.format('%.0f', since)}
+    end
+  end
+  v = nil
+elseif not v and ends > now + 2000 then
+  -- The lease key went before the lease's end: evicted, or deleted by hand.
+  return {'Q', at, string.format('%.0f', math.ceil((ends - now) / 1000)), 'gone', string.format('%.0f', ends)}
+end
+local nends = string.format('%.0f', now + ARGV[3] * 1000)
+if v then
   -- Ours already (a retried or manual-mode acquire): same token, fresh TTL, new metadata.
   v = string.match(v, '^[^\n]*\n[^\n]*\n[^\n]*\n[^\n]*\n') .. ARGV[4]
   redis.call('SET', KEYS[1], v, 'PX', ARGV[3])
-  return {'A', v, ARGV[3], string.format('%.0f', now)}
+  redis.call('SET', KEYS[2], string.format('%.0f', last) .. '\n' .. rid .. '\n' .. nends)
+  return {'A', v, ARGV[3], at}
 end
-local last = redis.call('GET', KEYS[2])
-if not last then
-  -- No token counter: the first acquire of this election since the server's data began (or
-  -- ever), so the quarantine marker decides. A counter is only created once the quarantine is
-  -- over and it is lost with the marker, so while it exists the marker need not be read.
-  local epoch = redis.call('GET', KEYS[3])
-  if not epoch then
-    local q = tonumber(ARGV[5])
-    redis.call('SET', KEYS[3], string.format('%.0f', now + q * 1000))
-    if q > 0 then return {'Q', ARGV[5]} end
-  elseif tonumber(epoch) > now then
-    return {'Q', string.format('%.0f', (tonumber(epoch) - now) / 1000)}
-  end
-  last = 0
-end
--- Tokens are max(last + 1, server time in µs): a counter lost with the server's data starts again
+-- Tokens are max(last + 1, server time in µs): a record lost with the server's data starts again
 -- above every token issued before, as long as the server's clock has not gone back.
-local at = string.format('%.0f', now)
 local token = at
-if tonumber(last) >= now then token = string.format('%.0f', last + 1) end
-redis.call('SET', KEYS[2], token)
+if last >= now then token = string.format('%.0f', last + 1) end
+redis.call('SET', KEYS[2], token .. '\n' .. rid .. '\n' .. nends)
 v = ARGV[1] .. '\n' .. token .. '\n' .. ARGV[2] .. '\n' .. at .. '\n' .. ARGV[4]
 redis.call('SET', KEYS[1], v, 'PX', ARGV[3])
 redis.call('PUBLISH', ARGV[6], ARGV[7])
 return {'A', v, ARGV[3], at}
 "#;
 
-/// KEYS: lease. ARGV: owner (`instance \n token \n`), ttl ms.
+/// KEYS: lease, record. ARGV: owner (`instance \n token \n`), ttl ms, deadline µs (0: none).
 const RENEW: &str = r#"
-local v = redis.call('GET', KEYS[1])
-if not v or string.sub(v, 1, #ARGV[1]) ~= ARGV[1] then return {'N'} end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
 local t = redis.call('TIME')
-return {'A', v, ARGV[2], string.format('%.0f', t[1] * 1000000 + t[2])}
+local now = t[1] * 1000000 + t[2]
+local at = string.format('%.0f', now)
+local deadline = tonumber(ARGV[3])
+if deadline > 0 and now > deadline then return {'L', at} end
+local v = redis.call('GET', KEYS[1])
+if not v or string.sub(v, 1, #ARGV[1]) ~= ARGV[1] then return {'N', at} end
+local last, life = string.match(redis.call('GET', KEYS[2]) or '', '^(%d+)\n(%x*)\n')
+if not life or #life ~= 40 or not string.find(redis.call('INFO', 'server'), '\nrun_id:' .. life, 1, true) then
+  -- A lease from another server life (restored from disk, or replicated before a failover): void.
+  redis.call('DEL', KEYS[1])
+  return {'N', at}
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('SET', KEYS[2], last .. '\n' .. life .. '\n' .. string.format('%.0f', now + ARGV[2] * 1000))
+return {'A', v, ARGV[2], at}
 "#;
 
-/// KEYS: lease. ARGV: owner, channel, election.
+/// KEYS: lease, record. ARGV: owner, channel, election.
 const RELEASE: &str = r#"
 local v = redis.call('GET', KEYS[1])
 if not v or string.sub(v, 1, #ARGV[1]) ~= ARGV[1] then return {'N'} end
 redis.call('DEL', KEYS[1])
+local last, life = string.match(redis.call('GET', KEYS[2]) or '', '^(%d+)\n(%x*)\n')
+if last then redis.call('SET', KEYS[2], last .. '\n' .. life .. '\n0') end
 redis.call('PUBLISH', ARGV[2], ARGV[3])
 return {'A'}
 "#;

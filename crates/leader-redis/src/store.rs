@@ -1,5 +1,6 @@
 //! [`RedisStore`]: the [`LeaseStore`] over one fred client (or pool) and one subscriber.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,14 +10,16 @@ use fred::prelude::Config;
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use leader_core::{
     async_trait, validate_election_name, validate_instance_id, validate_participant_id, validate_prefix, Acquire,
-    AcquireRequest, Capabilities, ElectionOptions, Error, LeaderInfo, Lease, LeaseStore, Metadata, Result,
+    AcquireRequest, Capabilities, ElectionOptions, Error, LeaderInfo, Lease, LeaseStore, Metadata, Refusal, Result,
 };
 
 use crate::builder::RedisStoreBuilder;
+use crate::clock::ServerClock;
 use crate::error::from_fred;
 use crate::keys::Keys;
-use crate::reply::{parse, Reply};
-use crate::scripts::scripts;
+use crate::liveness::Liveness;
+use crate::reply::{parse, parse_timed, Reply, WaitReason};
+use crate::scripts::{scripts, LuaScript};
 use crate::subscriber::Subscriber;
 
 /// A Redis lease store. Cheap to clone (clones share the connections).
@@ -55,9 +58,17 @@ pub(crate) struct Inner {
     pub(crate) owned: bool,
     pub(crate) keys: Keys,
     pub(crate) max_lease: Duration,
-    pub(crate) quarantine: Duration,
+    /// How long after the server's start (or promotion) nobody is elected; `None`: the asking
+    /// election's lease.
+    pub(crate) quarantine: Option<Duration>,
     pub(crate) wait: Option<WaitForReplicas>,
     pub(crate) subscriber: Option<Subscriber>,
+    /// The server's clock, for the deadlines of acquire and renew.
+    pub(crate) clock: ServerClock,
+    /// The shortest `operation_timeout` of the elections checked against this store (µs; 0: none).
+    pub(crate) call_budget_us: AtomicU64,
+    /// Reconnects a connection that stopped answering (stores that made their own client).
+    pub(crate) liveness: Option<Liveness>,
 }
 
 impl Drop for Inner {
@@ -146,8 +157,9 @@ impl RedisStore {
         self.inner.keys.channel()
     }
 
-    /// How long a fresh or restarted server refuses acquisitions.
-    pub fn quarantine(&self) -> Duration {
+    /// How long after a server's start (or a replica's promotion) nobody is elected, if set with
+    /// [`RedisStoreBuilder::quarantine`]; `None` (the default): the lease of the election asking.
+    pub fn quarantine(&self) -> Option<Duration> {
         self.inner.quarantine
     }
 
@@ -168,6 +180,7 @@ impl RedisStore {
         let ttl = self.ttl_ms(req.ttl)?;
         let keys = &self.inner.keys;
         let metadata = encode_metadata(&req.metadata)?;
+        let wait = self.inner.quarantine.unwrap_or(req.ttl);
         Ok((
             vec![keys.lease(&req.election), keys.token(&req.election), keys.epoch(&req.election)],
             vec![
@@ -175,17 +188,79 @@ impl RedisStore {
                 req.participant_id.clone(),
                 ttl,
                 metadata,
-                self.inner.quarantine.as_millis().to_string(),
+                wait.as_millis().to_string(),
                 keys.channel().to_owned(),
                 req.election.clone(),
+                self.deadline(req.ttl).to_string(),
             ],
         ))
+    }
+
+    /// The server time after which an acquire or renew sent now must change nothing: the
+    /// shortest `operation_timeout` of the elections on this store (by then their callers have
+    /// given up), or a sixth of the lease (the default `operation_timeout`) if none was checked.
+    fn deadline(&self, ttl: Duration) -> u64 {
+        let budget = match self.inner.call_budget_us.load(Ordering::Relaxed) {
+            0 => ttl / 6,
+            us => Duration::from_micros(us),
+        };
+        self.inner.clock.deadline(budget)
+    }
+
+    /// Runs a script on `client`, watching that the connection answers (see `liveness`).
+    async fn run<R: fred::prelude::FromValue>(
+        &self,
+        script: &LuaScript,
+        client: &Client,
+        keys: Vec<String>,
+        args: Vec<String>,
+    ) -> Result<R> {
+        let Some(liveness) = &self.inner.liveness else { return script.run(client, keys, args).await };
+        liveness.sending(client, self.inner.subscriber.as_ref().map(Subscriber::client));
+        let result = script.run(client, keys, args).await;
+        // A result or an error reply: the server answered.
+        if result.as_ref().map_or_else(|e| e.kind() == leader_core::ErrorKind::Backend, |_| true) {
+            liveness.answered();
+        }
+        result
+    }
+
+    /// Parses a reply and feeds its server time to the clock.
+    fn parse_observed(&self, election: &str, fields: Vec<String>) -> Result<Reply> {
+        let parsed = parse_timed(election, fields)?;
+        if let Some(us) = parsed.server_us {
+            self.inner.clock.observe(us);
+        }
+        Ok(parsed.reply)
+    }
+
+    /// What the store answers while the acquire script elects nobody. The reason stays the same
+    /// from one attempt to the next (the election logs it when it changes); how long is `retry_in`.
+    fn refusal(&self, election: &str, left: Duration, why: WaitReason, ttl: Duration) -> Refusal {
+        let wait = humantime::format_duration(self.inner.quarantine.unwrap_or(ttl));
+        let reason = match why {
+            WaitReason::Start => format!(
+                "the Redis server started less than one lease ({wait}) ago and may have lost, in a restart, \
+                 leases whose holders still lead: nobody is elected until one lease after its start"
+            ),
+            WaitReason::Promotion => format!(
+                "the Redis server was promoted from replica (a failover) less than one lease ({wait}) ago and may \
+                 lack leases the old primary granted: nobody is elected until one lease after it was first seen \
+                 as primary"
+            ),
+            WaitReason::Gone => format!(
+                "the lease key {} disappeared before the lease's end (evicted under a maxmemory-policy, or \
+                 deleted by hand): nobody is elected until that lease would have ended",
+                self.inner.keys.lease(election)
+            ),
+        };
+        Refusal::new(reason).retry_in(left)
     }
 
     fn ttl_ms(&self, ttl: Duration) -> Result<String> {
         if ttl < Duration::from_millis(1) || ttl > self.inner.max_lease {
             return Err(Error::invalid_argument(format!(
-                "lease ttl {} is outside this store's 1ms..{} (raise max_lease, which also lengthens the restart quarantine)",
+                "lease ttl {} is outside this store's 1ms..{} (raise max_lease)",
                 humantime::format_duration(ttl),
                 humantime::format_duration(self.inner.max_lease)
             )));
@@ -210,8 +285,8 @@ impl RedisStore {
 
     async fn read(&self, election: &str) -> Result<Option<LeaderInfo>> {
         let fields: Vec<String> =
-            scripts().read.run(self.client(), vec![self.inner.keys.lease(election)], Vec::<String>::new()).await?;
-        match parse(election, fields)? {
+            self.run(&scripts().read, self.client(), vec![self.inner.keys.lease(election)], Vec::new()).await?;
+        match self.parse_observed(election, fields)? {
             Reply::Theirs(lease) => Ok(Some(lease)),
             Reply::Nothing => Ok(None),
             other => Err(unexpected(election, &other)),
@@ -248,6 +323,13 @@ fn encode_metadata(metadata: &Metadata) -> Result<String> {
     serde_json::to_string(metadata).map_err(|e| Error::invalid_argument(format!("metadata cannot be encoded: {e}")))
 }
 
+fn late(op: &str, election: &str) -> Error {
+    Error::timeout(format!(
+        "the {op} for {election:?} reached the Redis server after its deadline (the caller's operation_timeout) \
+         and changed nothing"
+    ))
+}
+
 fn unexpected(election: &str, reply: &Reply) -> Error {
     Error::backend(format!("unexpected reply from the lease script for {election:?}: {reply:?}"))
 }
@@ -260,47 +342,54 @@ impl LeaseStore for RedisStore {
     async fn try_acquire(&self, req: &AcquireRequest) -> Result<Acquire> {
         let (keys, args) = self.acquire_args(req)?;
         let client = self.client();
-        let fields: Vec<String> = scripts().acquire.run(client, keys, args).await?;
-        match parse(&req.election, fields)? {
+        let fields: Vec<String> = self.run(&scripts().acquire, client, keys, args).await?;
+        match self.parse_observed(&req.election, fields)? {
             Reply::Ours(Some(lease)) => {
                 self.wait_for_replicas(client).await?;
                 Ok(Acquire::Acquired(lease))
             }
             Reply::Theirs(holder) => Ok(Acquire::Held(Some(holder))),
-            Reply::Quarantine(left) => {
-                tracing::info!(
-                    election = %req.election,
-                    "redis: server data is new (restart or first use); no acquisitions for another {}",
-                    humantime::format_duration(left)
-                );
-                Ok(Acquire::Held(None))
-            }
+            Reply::Wait { left, why } => Ok(Acquire::Refused(self.refusal(&req.election, left, why, req.ttl))),
+            Reply::Policy(policy) => Ok(Acquire::Refused(Refusal::new(format!(
+                "the Redis server's maxmemory-policy is {policy}, which may evict any key, this election's lease \
+                 and its record ({}) included; set maxmemory-policy to noeviction",
+                self.inner.keys.token(&req.election)
+            )))),
+            Reply::Late => Err(late("acquire", &req.election)),
             other => Err(unexpected(&req.election, &other)),
         }
     }
 
     async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>> {
-        let ttl = self.ttl_ms(ttl)?;
+        let ttl_ms = self.ttl_ms(ttl)?;
         let client = self.client();
-        let fields: Vec<String> =
-            scripts().renew.run(client, vec![self.inner.keys.lease(&lease.election)], vec![owner(lease), ttl]).await?;
-        match parse(&lease.election, fields)? {
+        let keys = &self.inner.keys;
+        let fields: Vec<String> = self
+            .run(
+                &scripts().renew,
+                client,
+                vec![keys.lease(&lease.election), keys.token(&lease.election)],
+                vec![owner(lease), ttl_ms, self.deadline(ttl).to_string()],
+            )
+            .await?;
+        match self.parse_observed(&lease.election, fields)? {
             Reply::Ours(Some(renewed)) => {
                 self.wait_for_replicas(client).await?;
                 Ok(Some(renewed))
             }
             Reply::Nothing => Ok(None),
+            Reply::Late => Err(late("renew", &lease.election)),
             other => Err(unexpected(&lease.election, &other)),
         }
     }
 
     async fn release(&self, lease: &Lease) -> Result<bool> {
         let keys = &self.inner.keys;
-        let fields: Vec<String> = scripts()
-            .release
+        let fields: Vec<String> = self
             .run(
+                &scripts().release,
                 self.client(),
-                vec![keys.lease(&lease.election)],
+                vec![keys.lease(&lease.election), keys.token(&lease.election)],
                 vec![owner(lease), keys.channel().to_owned(), lease.election.clone()],
             )
             .await?;
@@ -313,9 +402,9 @@ impl LeaseStore for RedisStore {
 
     async fn update_metadata(&self, lease: &Lease, metadata: &Metadata) -> Result<Option<Lease>> {
         let keys = &self.inner.keys;
-        let fields: Vec<String> = scripts()
-            .update_metadata
+        let fields: Vec<String> = self
             .run(
+                &scripts().update_metadata,
                 self.client(),
                 vec![keys.lease(&lease.election)],
                 vec![owner(lease), encode_metadata(metadata)?, keys.channel().to_owned(), lease.election.clone()],
@@ -367,9 +456,11 @@ impl LeaseStore for RedisStore {
     }
 
     fn check_options(&self, options: &ElectionOptions) -> Result<()> {
+        // Acquires and renews sent from now on carry a deadline no later than the shortest
+        // operation_timeout of the elections on this store (see `deadline`).
         if options.lease_duration > self.inner.max_lease {
             return Err(Error::invalid_argument(format!(
-                "lease_duration {} is longer than this Redis store's max_lease {}; raise max_lease (which also lengthens the restart quarantine)",
+                "lease_duration {} is longer than this Redis store's max_lease {}; raise max_lease",
                 humantime::format_duration(options.lease_duration),
                 humantime::format_duration(self.inner.max_lease)
             )));
@@ -388,6 +479,14 @@ impl LeaseStore for RedisStore {
                     humantime::format_duration(options.operation_timeout)
                 )));
             }
+        }
+        // Only options an election could run with (core validates before it asks the store).
+        if options.validate().is_ok() {
+            let us = u64::try_from(options.operation_timeout.as_micros()).unwrap_or(u64::MAX).max(1);
+            let _ = self
+                .inner
+                .call_budget_us
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| (old == 0 || us < old).then_some(us));
         }
         Ok(())
     }

@@ -371,83 +371,6 @@ async fn wait_for_replicas_refuses_an_unreplicated_lease() {
 }
 
 #[tokio::test]
-async fn fresh_server_is_quarantined_once() {
-    if shared_url().is_none() {
-        return;
-    }
-    let redis = TempRedis::start().await;
-    let q = Duration::from_millis(800);
-    let store = RedisStore::builder(&redis.url()).quarantine(q).build().await.unwrap();
-    let name = election("fresh");
-    let started = tokio::time::Instant::now();
-    assert!(matches!(store.try_acquire(&req(&name, "a")).await.unwrap(), Acquire::Held(None)));
-    // Other elections of the same server wait too (the epoch is per server).
-    assert!(matches!(store.try_acquire(&req(&election("fresh2"), "a")).await.unwrap(), Acquire::Held(None)));
-    eventually(Duration::from_secs(5), "quarantine ends", || async {
-        matches!(store.try_acquire(&req(&name, "a")).await.unwrap(), Acquire::Acquired(_))
-    })
-    .await;
-    assert!(started.elapsed() >= q - Duration::from_millis(50), "{:?}", started.elapsed());
-    // Only once: a new election on the same server is not quarantined.
-    acquired(store.try_acquire(&req(&election("fresh3"), "a")).await.unwrap());
-}
-
-#[tokio::test]
-async fn server_restart_quarantine_and_tokens_never_go_back() {
-    if shared_url().is_none() {
-        return;
-    }
-    let mut redis = TempRedis::start().await;
-    // The quarantine is one maximum lease: every participant's local deadline passes within it.
-    let q = LEASE;
-    let name = election("restart");
-    let mk = || async { RedisStore::builder(&redis.url()).max_lease(LEASE).quarantine(q).build().await.unwrap() };
-    let (sa, sb) = (Arc::new(mk().await), Arc::new(mk().await));
-    // The fresh server's own quarantine first.
-    eventually(Duration::from_secs(5), "first quarantine ends", || async {
-        sa.try_acquire(&req("probe", "x")).await.map(|a| matches!(a, Acquire::Acquired(_))).unwrap_or(false)
-    })
-    .await;
-    let opts = ElectionOptions::from_lease(LEASE);
-    let a = Election::new(sa.clone(), &name, "a", opts.clone()).unwrap();
-    let b = Election::new(sb.clone(), &name, "b", opts.clone()).unwrap();
-    a.start().await.unwrap();
-    let first = tokio::time::timeout(Duration::from_secs(5), a.wait_for_leadership()).await.unwrap().unwrap();
-    b.start().await.unwrap();
-    let before = first.token();
-
-    redis.restart().await;
-    let restarted = tokio::time::Instant::now();
-    // The lease is gone with the data; `a` still believes it leads until its local deadline, so
-    // nobody may acquire during the quarantine.
-    let probe = RedisStore::builder(&redis.url()).max_lease(LEASE).quarantine(q).build().await.unwrap();
-    while restarted.elapsed() < q - Duration::from_millis(300) {
-        if let Ok(Acquire::Acquired(l)) = probe.try_acquire(&req(&name, "probe")).await {
-            panic!("acquired during the quarantine: {l:?}");
-        }
-        assert!(!b.is_leader() || !a.is_leader(), "two leaders");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    // Afterwards a leader is elected again, with a token above every earlier one.
-    let mut seen = before;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while seen == before {
-        assert!(tokio::time::Instant::now() < deadline, "no leader within 15 s of the restart");
-        assert!(!(a.is_leader() && b.is_leader()), "two leaders");
-        for e in [&a, &b] {
-            if let Some(l) = e.leadership() {
-                assert!(l.token() >= seen, "token went back: {} < {}", l.token(), seen);
-                seen = l.token();
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(restarted.elapsed() >= q - Duration::from_millis(100), "elected during the quarantine");
-    a.stop().await.unwrap();
-    b.stop().await.unwrap();
-}
-
-#[tokio::test]
 async fn script_flush_while_running() {
     if shared_url().is_none() {
         return;
@@ -649,4 +572,62 @@ async fn blackholed_leader_steps_down_and_recovers_after_heal() {
     assert!(again.token() > b_token.unwrap());
     a.stop().await.unwrap();
     b.stop().await.unwrap();
+}
+
+/// The shared server's address, for tests that put a `FaultProxy` in front of it.
+fn shared_addr(url: &str) -> Option<std::net::SocketAddr> {
+    let parsed = url::Url::parse(url).unwrap();
+    parsed
+        .host_str()
+        .and_then(|h| std::net::ToSocketAddrs::to_socket_addrs(&(h, parsed.port().unwrap_or(6379))).ok()?.next())
+}
+
+#[tokio::test]
+async fn a_timed_out_acquire_or_renew_is_not_applied_later() {
+    let Some(url) = shared_url() else { return };
+    let Some(server) = shared_addr(&url) else { return };
+    let proxy = leader_testkit::FaultProxy::start(server).await.unwrap();
+    let store = RedisStore::builder(&format!("redis://{}", proxy.addr()))
+        .key_prefix(prefix("late"))
+        .quarantine(Duration::ZERO)
+        // Long enough that fred keeps the stalled connection: what it wrote is delivered later.
+        .unresponsive_timeout(Duration::from_secs(30))
+        .build()
+        .await
+        .unwrap();
+    let opts = ElectionOptions::from_lease(LEASE);
+    store.check_options(&opts).unwrap();
+    let timeout = opts.operation_timeout;
+
+    // 1. The stream stalls (a partition) and delivers the acquire once it heals.
+    let name = election("late-stall");
+    proxy.set_mode(leader_testkit::ProxyMode::Blackhole);
+    assert!(tokio::time::timeout(timeout, store.try_acquire(&req(&name, "a"))).await.is_err(), "no answer in time");
+    tokio::time::sleep(timeout).await;
+    proxy.set_mode(leader_testkit::ProxyMode::Pass);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(store.current(&name).await.unwrap().is_none(), "the acquire the caller gave up on took the lease later");
+
+    // 2. The connection dies; fred reconnects and writes the command again.
+    let name = election("late-replay");
+    proxy.set_mode(leader_testkit::ProxyMode::Reset);
+    assert!(tokio::time::timeout(timeout, store.try_acquire(&req(&name, "a"))).await.is_err(), "no answer in time");
+    tokio::time::sleep(timeout).await;
+    proxy.set_mode(leader_testkit::ProxyMode::Pass);
+    eventually(Duration::from_secs(10), "reconnected", || async { store.current("probe").await.is_ok() }).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(store.current(&name).await.unwrap().is_none(), "fred's replay of a timed-out acquire took the lease");
+
+    // 3. A renew delivered late does not extend the lease either.
+    let name = election("late-renew");
+    let lease = acquired(store.try_acquire(&req(&name, "a")).await.unwrap());
+    let before: i64 = store.client().pttl(store.lease_key(&name)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.set_mode(leader_testkit::ProxyMode::Blackhole);
+    assert!(tokio::time::timeout(timeout, store.renew(&lease, LEASE)).await.is_err());
+    tokio::time::sleep(timeout).await;
+    proxy.set_mode(leader_testkit::ProxyMode::Pass);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after: i64 = store.client().pttl(store.lease_key(&name)).await.unwrap();
+    assert!(after < before - 500, "a late renew extended the lease: PTTL {before} ms before, {after} ms after");
 }
