@@ -207,7 +207,7 @@ impl ConsulStore {
             Ok(Err(rs_consul::ConsulError::UnexpectedResponseCode(status, _))) if status.as_u16() == 404 => {
                 Ok(Vec::new())
             }
-            Ok(Err(e)) => Err(map_rs_consul(e)),
+            Ok(Err(e)) => Err(map_rs_consul(e, &self.inner.config.address)),
         }
     }
 
@@ -243,11 +243,15 @@ impl ConsulStore {
     }
 }
 
-fn map_rs_consul(e: rs_consul::ConsulError) -> Error {
+/// An rs-consul error, naming the agent's address and the OS cause in the message.
+fn map_rs_consul(e: rs_consul::ConsulError, address: &str) -> Error {
     use rs_consul::ConsulError as E;
+    let cause = leader_core::cause_of(&e);
     match e {
-        E::ResponseError(_) | E::TimeoutExceeded(_) => Error::unavailable("Consul did not answer").with_source(e),
-        other => Error::backend("Consul KV read failed").with_source(other),
+        E::ResponseError(_) | E::TimeoutExceeded(_) => {
+            Error::unavailable(format!("Consul at {address} did not answer: {cause}")).with_source(e)
+        }
+        other => Error::backend(format!("Consul KV read at {address} failed: {cause}")).with_source(other),
     }
 }
 

@@ -417,20 +417,9 @@ pub(crate) fn parse_url(url: &str) -> Result<(Config, Vec<(String, String)>)> {
     Ok((config, ours))
 }
 
-/// The URL without its password, for error messages.
+/// The URL without its password, for error messages: the one redaction every crate uses.
 pub(crate) fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        Ok(u) => u.to_string(),
-        // Unparsable: drop whatever sits between "://" and the last '@' of the authority.
-        Err(_) => match (url.find("://"), url.rfind('@')) {
-            (Some(start), Some(at)) if at > start => format!("{}***{}", &url[..start + 3], &url[at..]),
-            _ => url.to_owned(),
-        },
-    }
+    leader_core::redact::secrets(url)
 }
 
 #[cfg(test)]

@@ -31,13 +31,27 @@ const DEFAULT_PORT: u16 = 2181;
 ///     .await?;
 /// # Ok(()) }
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ZooKeeperStoreBuilder {
     pub(crate) hosts: String,
     pub(crate) root: String,
     pub(crate) session_timeout: Duration,
     pub(crate) acls: Vec<Acl>,
     pub(crate) auth: Vec<(String, Vec<u8>)>,
+}
+
+/// Redacts the auth data (digest `user:password` and the like): only the schemes show.
+impl std::fmt::Debug for ZooKeeperStoreBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let auth: Vec<String> = self.auth.iter().map(|(scheme, _)| format!("{scheme}:***")).collect();
+        f.debug_struct("ZooKeeperStoreBuilder")
+            .field("hosts", &self.hosts)
+            .field("root", &self.root)
+            .field("session_timeout", &self.session_timeout)
+            .field("acls", &self.acls.len())
+            .field("auth", &auth)
+            .finish()
+    }
 }
 
 impl ZooKeeperStoreBuilder {
@@ -150,7 +164,17 @@ pub(crate) fn parse_url(url: &str) -> Result<ZooKeeperStoreBuilder> {
 fn normalise_hosts(hosts: &str, url: &str) -> Result<String> {
     let mut out = Vec::new();
     for host in hosts.split(',') {
-        let bad = |why: &str| Error::invalid_argument(format!("URL {url:?}: server {host:?} {why}"));
+        let bad = |why: &str| {
+            // Neither the URL nor the server may show a password (`user:secret@host`).
+            let shown = match host.rfind('@') {
+                Some(at) => format!("***{}", &host[at..]),
+                None => host.to_owned(),
+            };
+            Error::invalid_argument(format!(
+                "URL {:?}: server {shown:?} {why}",
+                leader_core::redact::secrets(url)
+            ))
+        };
         if host.is_empty() {
             return Err(bad("is empty"));
         }
@@ -209,6 +233,16 @@ pub(crate) fn validate_root(root: &str) -> Result<()> {
 mod tests {
     use super::*;
     use leader_core::ErrorKind;
+
+    #[test]
+    fn no_password_in_url_errors_or_debug() {
+        let Err(err) = parse_url("zk://u:hunter2@127.0.0.1:1/root") else { panic!("accepted a user in the host") };
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+        assert!(!format!("{err} {err:?}").contains("hunter2"), "{err}");
+        let b = parse_url("zk://127.0.0.1:1/root").unwrap().auth("digest", b"u:hunter2");
+        let shown = format!("{b:?}");
+        assert!(!shown.contains("hunter2") && shown.contains("digest:***"), "{shown}");
+    }
 
     #[test]
     fn parses_urls() {
