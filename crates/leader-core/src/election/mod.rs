@@ -120,7 +120,7 @@ impl Election {
         validate::validate_participant_id(participant_id)?;
         options.validate()?;
         store.check_options(&options)?;
-        Self::build(store, election, participant_id, options, None, crate::clock::system())
+        Self::build(store, election, participant_id, options, None, crate::clock::system(), false)
     }
 
     fn build(
@@ -130,12 +130,14 @@ impl Election {
         options: ElectionOptions,
         health_check: Option<HealthCheck>,
         suspend: Arc<dyn SuspendClock>,
+        broken_handover: bool,
     ) -> Result<Self> {
         validate::validate_election_name(election)?;
         validate::validate_participant_id(participant_id)?;
         options.validate()?;
         store.check_options(&options)?;
-        let core = Core::new(store, election.to_owned(), participant_id.to_owned(), options, health_check, suspend);
+        let mut core = Core::new(store, election.to_owned(), participant_id.to_owned(), options, health_check, suspend);
+        core.broken_handover = broken_handover;
         Ok(Election { handle: Arc::new(Handle { core: Arc::new(core), task: Mutex::new(None) }) })
     }
 
@@ -148,6 +150,7 @@ impl Election {
             options: ElectionOptions::default(),
             health_check: None,
             suspend: crate::clock::system(),
+            broken_handover: false,
         }
     }
 
@@ -492,6 +495,7 @@ pub struct ElectionBuilder {
     options: ElectionOptions,
     health_check: Option<HealthCheck>,
     suspend: Arc<dyn SuspendClock>,
+    broken_handover: bool,
 }
 
 impl ElectionBuilder {
@@ -549,10 +553,27 @@ impl ElectionBuilder {
         self
     }
 
+    /// A deliberately broken driver, for test harnesses that must show they catch one: a tenure
+    /// ended by `stop()`, `release()` or a health step-down is released in the store at once,
+    /// without waiting for its `run_as_leader` work. Never use it outside such a test.
+    #[doc(hidden)]
+    pub fn broken_release_before_work_ends(mut self) -> Self {
+        self.broken_handover = true;
+        self
+    }
+
     /// Builds it; see [`Election::new`] for the errors.
     pub fn build(self) -> Result<Election> {
         let id = self.participant_id.unwrap_or_else(default_participant_id);
-        Election::build(self.store, &self.election, &id, self.options, self.health_check, self.suspend)
+        Election::build(
+            self.store,
+            &self.election,
+            &id,
+            self.options,
+            self.health_check,
+            self.suspend,
+            self.broken_handover,
+        )
     }
 }
 
