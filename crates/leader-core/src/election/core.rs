@@ -553,10 +553,12 @@ impl Core {
     /// allowance), then releases the lease, so that no successor starts while the work runs.
     /// Work still running after that (its task does not yield) is left to the lease's expiry.
     ///
-    /// `own`: 1 when called from inside the tenure's own work (which cannot wait for itself).
-    pub(crate) async fn hand_over(&self, tenure: &Leadership, own: usize) -> Result<()> {
+    /// Never awaited from inside the tenure's own work (which cannot wait for itself): a
+    /// `release()` or `stop()` called there runs it in a task of its own, which waits for that
+    /// work too.
+    pub(crate) async fn hand_over(&self, tenure: &Leadership) -> Result<()> {
         let until = tenure.work_deadline() + self.options.drift_allowance;
-        if !self.broken_handover && !tenure.works_ended(own, until).await {
+        if !self.broken_handover && !tenure.works_ended(0, until).await {
             tracing::warn!(election = %self.name, participant = %self.participant_id, token = %tenure.token(),
                 "run_as_leader work did not end within its grace; leaving the lease to expire instead of releasing it");
             return Ok(());

@@ -98,7 +98,7 @@ impl Driver {
             // Unhealthy: step down at once rather than keep renewing a lease we should not hold,
             // and release it once the work under it has ended.
             if core.end_tenure(&tenure, ChangeReason::Unhealthy) {
-                let _ = core.hand_over(&tenure, 0).await;
+                let _ = core.hand_over(&tenure).await;
             }
             return;
         }

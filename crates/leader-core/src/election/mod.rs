@@ -226,10 +226,11 @@ impl Election {
         core.end_tenure(&tenure, ChangeReason::Released);
         core.wake.notify_one();
         match inside_work(&tenure) {
-            0 => core.hand_over(&tenure, 0).await,
-            own => {
+            0 => core.hand_over(&tenure).await,
+            _ => {
                 let core = core.clone();
-                tokio::spawn(async move { core.hand_over(&tenure, own).await });
+                // Not inside the work, this task waits for it (the caller's own work included).
+                tokio::spawn(async move { core.hand_over(&tenure).await });
                 Ok(())
             }
         }
@@ -276,7 +277,7 @@ impl Election {
         let finish = async move {
             let mut result = Ok(());
             match &ended {
-                Some(t) => result = core.hand_over(t, own).await,
+                Some(t) => result = core.hand_over(t).await,
                 None => {
                     // An acquire cut off by its timeout may have left a lease of ours in the store.
                     let _op = core.op_lock.lock().await;
@@ -426,7 +427,7 @@ impl Election {
         let core = self.core();
         if core.end_tenure(tenure, ChangeReason::Released) {
             core.wake.notify_one();
-            if let Err(e) = core.hand_over(tenure, 0).await {
+            if let Err(e) = core.hand_over(tenure).await {
                 tracing::warn!(election = %core.name, error = %e, "could not release after run_as_leader work returned");
             }
         }
