@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::{election, stores};
@@ -109,4 +110,96 @@ async fn a_stream_that_overflowed_says_so_before_it_ends() {
     assert!(!items[0].is_leader);
     let last = items.last().unwrap();
     assert!(items.len() >= 2 && last.missed > 0 && !last.is_leader, "{items:?}");
+}
+
+/// A store that reports, for every acquisition, the token of the first lease it ever granted (as
+/// a store whose token counter went backwards would), and takes 1 ms per call.
+struct StaleTokens {
+    inner: leader_memory::MemoryStore,
+    first: std::sync::Mutex<Option<leader_core::FencingToken>>,
+    real: std::sync::Mutex<Option<leader_core::Lease>>,
+    acquires: std::sync::atomic::AtomicU64,
+}
+
+impl StaleTokens {
+    fn report(&self, lease: leader_core::Lease) -> leader_core::Lease {
+        let first = *self.first.lock().unwrap().get_or_insert(lease.token);
+        *self.real.lock().unwrap() = Some(lease.clone());
+        leader_core::Lease { token: first, ..lease }
+    }
+    fn real(&self, lease: &leader_core::Lease) -> leader_core::Lease {
+        self.real.lock().unwrap().clone().unwrap_or_else(|| lease.clone())
+    }
+}
+
+#[leader_core::async_trait]
+impl LeaseStore for StaleTokens {
+    async fn try_acquire(&self, req: &leader_core::AcquireRequest) -> leader_core::Result<leader_core::Acquire> {
+        self.acquires.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        sleep(Duration::from_millis(1)).await;
+        Ok(match self.inner.try_acquire(req).await? {
+            leader_core::Acquire::Acquired(l) => leader_core::Acquire::Acquired(self.report(l)),
+            other => other,
+        })
+    }
+    async fn renew(&self, lease: &leader_core::Lease, ttl: Duration) -> leader_core::Result<Option<leader_core::Lease>> {
+        sleep(Duration::from_millis(1)).await;
+        Ok(self.inner.renew(&self.real(lease), ttl).await?.map(|l| self.report(l)))
+    }
+    async fn release(&self, lease: &leader_core::Lease) -> leader_core::Result<bool> {
+        sleep(Duration::from_millis(1)).await;
+        self.inner.release(&self.real(lease)).await
+    }
+    async fn update_metadata(
+        &self,
+        lease: &leader_core::Lease,
+        metadata: &leader_core::Metadata,
+    ) -> leader_core::Result<Option<leader_core::Lease>> {
+        self.inner.update_metadata(&self.real(lease), metadata).await
+    }
+    async fn withdraw(&self, election: &str, instance_id: &str) -> leader_core::Result<()> {
+        self.inner.withdraw(election, instance_id).await
+    }
+    async fn current(&self, election: &str) -> leader_core::Result<Option<leader_core::LeaderInfo>> {
+        self.inner.current(election).await
+    }
+    async fn list(&self, prefix: &str) -> leader_core::Result<Vec<leader_core::LeaderInfo>> {
+        self.inner.list(prefix).await
+    }
+    fn watch(&self, election: &str, instance_id: Option<&str>) -> Option<leader_core::BoxStream<'static, ()>> {
+        self.inner.watch(election, instance_id)
+    }
+    fn capabilities(&self) -> leader_core::Capabilities {
+        self.inner.capabilities()
+    }
+    fn check_options(&self, options: &leader_core::ElectionOptions) -> leader_core::Result<()> {
+        self.inner.check_options(options)
+    }
+}
+
+/// The simulation's check that the broken stores of `suite_can_fail` are caught hung on the one
+/// that reuses tokens: a campaign that got back a lease it had given up released it and failed,
+/// and the push hint of its own release woke its back-off at once, so it retried in a loop as
+/// fast as the store answered (under the paused clock, time never moved again). A failed
+/// campaign now backs off for a retry interval whatever the push channel says.
+#[tokio::test(start_paused = true)]
+async fn a_failed_campaign_backs_off_even_when_its_own_calls_push_hints() {
+    let store = Arc::new(StaleTokens {
+        inner: leader_memory::MemoryStore::new(),
+        first: Default::default(),
+        real: Default::default(),
+        acquires: Default::default(),
+    });
+    let a = election(store.clone(), "a");
+    timeout(Duration::from_secs(10), a.wait_for_leadership()).await.unwrap().unwrap();
+    a.stop().await.unwrap(); // token 1 is given up; every later acquisition reports token 1 again
+    let before = store.acquires.load(std::sync::atomic::Ordering::SeqCst);
+    a.start().await.unwrap();
+    let window = common::options().retry_interval * 8;
+    sleep(window).await;
+    let attempts = store.acquires.load(std::sync::atomic::Ordering::SeqCst) - before;
+    // Two attempts per campaign, one campaign per (jittered, >= 0.75x) retry interval.
+    assert!(attempts <= 2 * 11 + 2, "{attempts} acquire calls in {window:?}: the campaign does not back off");
+    assert!(!a.is_leader());
+    a.stop().await.unwrap();
 }
