@@ -147,6 +147,9 @@ impl LeadershipChange {
 
 /// What an election's broadcast channel carries: a change, or the end of a run (a `stop()`).
 #[derive(Debug, Clone)]
+// Boxing the change would cost an allocation per change per subscriber (broadcast clones each item);
+// the small variant is rare (once per stop()).
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Event {
     /// A change emitted during run `run`.
     Change { run: u64, change: LeadershipChange },
