@@ -98,12 +98,7 @@ impl WorkRecorder {
         let election = election.clone();
         tokio::spawn(async move {
             let who = election.participant_id().to_owned();
-            election
-                .run_as_leader(|l| {
-                    let recorded = recorder.record(&who, &l, tokio::time::sleep(run_for));
-                    async move { recorded.await }
-                })
-                .await
+            election.run_as_leader(|l| recorder.record(&who, &l, tokio::time::sleep(run_for))).await
         })
     }
 
@@ -117,13 +112,12 @@ impl WorkRecorder {
             election
                 .run_as_leader(|l| {
                     let lost = l.clone();
-                    let recorded = recorder.record(&who, &l, async move {
+                    recorder.record(&who, &l, async move {
                         tokio::select! {
                             _ = lost.lost() => {}
                             _ = tokio::time::sleep(run_for) => {}
                         }
-                    });
-                    async move { recorded.await }
+                    })
                 })
                 .await
         })
