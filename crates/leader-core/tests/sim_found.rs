@@ -142,7 +142,11 @@ impl LeaseStore for StaleTokens {
             other => other,
         })
     }
-    async fn renew(&self, lease: &leader_core::Lease, ttl: Duration) -> leader_core::Result<Option<leader_core::Lease>> {
+    async fn renew(
+        &self,
+        lease: &leader_core::Lease,
+        ttl: Duration,
+    ) -> leader_core::Result<Option<leader_core::Lease>> {
         sleep(Duration::from_millis(1)).await;
         Ok(self.inner.renew(&self.real(lease), ttl).await?.map(|l| self.report(l)))
     }
