@@ -65,7 +65,7 @@ fn sim_postgres() {
         .expect("an address");
     let make = move |_seed: u64| Arc::new(Postgres { url: url.clone(), addr }) as Arc<dyn Provider>;
     let config = SimConfig::real_time(LEASE);
-    let seeds = sim::seeds_from_env(4);
+    let seeds = sim::seeds_from_env(6);
     let summary = sim::run_seeds(&seeds, seeds.len(), Duration::from_secs(600), &REPLAY, |seed| {
         sim::run_real_time(&make, &config, seed)
     });

@@ -73,7 +73,7 @@ fn sim_redis() {
     let make =
         move |_seed: u64| Arc::new(Redis { url: url.clone(), addr, prefix: prefix.clone() }) as Arc<dyn Provider>;
     let config = SimConfig::real_time(LEASE);
-    let seeds = sim::seeds_from_env(4);
+    let seeds = sim::seeds_from_env(6);
     let summary = sim::run_seeds(&seeds, seeds.len(), Duration::from_secs(600), &REPLAY, |seed| {
         sim::run_real_time(&make, &config, seed)
     });

@@ -40,9 +40,23 @@ pub(crate) async fn check(world: &Arc<Shared>, heal: Instant, end: Instant, coun
         world.violation("work", format!("{e}{detail}"));
     }
 
-    // Tenures and events, per participant.
+    // Tenures and events, per participant; and no participant hammers the store.
+    let calls_bound = world.config.calls_per_lease_bound();
+    let lease = world.config.options.lease_duration;
     let mut tenures = Vec::new();
     for inc in &all {
+        let (busiest, from) = inc.grants.busiest(lease);
+        counts.busiest_calls_per_lease = counts.busiest_calls_per_lease.max(busiest as u64);
+        if busiest as u64 > calls_bound {
+            world.violation(
+                "calls",
+                format!(
+                    "{} made {busiest} store calls within one lease from {} (the bound is {calls_bound})",
+                    inc.id,
+                    from.map_or("?".to_owned(), t)
+                ),
+            );
+        }
         let entries = inc.log.entries();
         let crashed = inc.crashed_at();
         let mine = tenures_of(world, inc, &entries, crashed, end);

@@ -31,13 +31,33 @@ pub(crate) struct Grant {
     pub(crate) token: FencingToken,
 }
 
-/// The grants one participant received.
+/// The grants one participant received, and when it made each store call.
 #[derive(Default)]
-pub(crate) struct Grants(Mutex<Vec<Grant>>);
+pub(crate) struct Grants(Mutex<Vec<Grant>>, Mutex<Vec<Instant>>);
 
 impl Grants {
     fn push(&self, sent: Instant, token: FencingToken) {
         lock(&self.0).push(Grant { sent, answered: Instant::now(), token });
+    }
+
+    fn call(&self) {
+        lock(&self.1).push(Instant::now());
+    }
+
+    /// The most store calls made within any `window`.
+    pub(crate) fn busiest(&self, window: Duration) -> (usize, Option<Instant>) {
+        let calls = lock(&self.1);
+        let (mut best, mut at, mut from) = (0, None, 0);
+        for (to, t) in calls.iter().enumerate() {
+            while *t - calls[from] >= window {
+                from += 1;
+            }
+            if to + 1 - from > best {
+                best = to + 1 - from;
+                at = Some(calls[from]);
+            }
+        }
+        (best, at)
     }
 
     /// The latest local deadline the grants answered by `now` allow for `token`: the latest send
@@ -70,6 +90,7 @@ pub(crate) struct Recording {
 #[leader_core::async_trait]
 impl LeaseStore for Recording {
     async fn try_acquire(&self, req: &AcquireRequest) -> Result<Acquire> {
+        self.grants.call();
         let sent = Instant::now();
         let answer = self.inner.try_acquire(req).await;
         if let Ok(Acquire::Acquired(lease)) = &answer {
@@ -80,6 +101,7 @@ impl LeaseStore for Recording {
         answer
     }
     async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>> {
+        self.grants.call();
         let sent = Instant::now();
         let answer = self.inner.renew(lease, ttl).await;
         if let Ok(Some(renewed)) = &answer {
@@ -88,18 +110,23 @@ impl LeaseStore for Recording {
         answer
     }
     async fn release(&self, lease: &Lease) -> Result<bool> {
+        self.grants.call();
         self.inner.release(lease).await
     }
     async fn update_metadata(&self, lease: &Lease, metadata: &Metadata) -> Result<Option<Lease>> {
+        self.grants.call();
         self.inner.update_metadata(lease, metadata).await
     }
     async fn withdraw(&self, election: &str, instance_id: &str) -> Result<()> {
+        self.grants.call();
         self.inner.withdraw(election, instance_id).await
     }
     async fn current(&self, election: &str) -> Result<Option<LeaderInfo>> {
+        self.grants.call();
         self.inner.current(election).await
     }
     async fn list(&self, prefix: &str) -> Result<Vec<LeaderInfo>> {
+        self.grants.call();
         self.inner.list(prefix).await
     }
     fn watch(&self, election: &str, instance_id: Option<&str>) -> Option<BoxStream<'static, ()>> {

@@ -282,8 +282,9 @@ impl Schedule {
         let kinds = if config.kinds.is_empty() { FaultKind::WITHOUT_PROXY.to_vec() } else { config.kinds.clone() };
         let count = rng.usize(config.faults.clone());
         let mut faults = Vec::with_capacity(count);
-        for _ in 0..count {
-            let kind = kinds[rng.usize(..kinds.len())];
+        for i in 0..count {
+            let drawn = rng.usize(..kinds.len());
+            let kind = if config.cycle_kinds { kinds[(seed as usize * 5 + i) % kinds.len()] } else { kinds[drawn] };
             let at = between(&mut rng, lease / 2, config.fault_window);
             let target = rng.usize(..n);
             let mut fault = Fault { at, kind, target, subscriber: 0, length: Duration::ZERO, detail: Detail::None };
