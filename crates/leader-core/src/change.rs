@@ -162,8 +162,8 @@ pub(crate) enum Event {
 /// (`event_buffer`); a subscriber that falls behind loses the oldest changes and the next one it
 /// gets carries `missed > 0`.
 ///
-/// It ends after the `Lost` of a [`stop`](crate::Election::stop) (once the lease is released), or
-/// when the election is dropped. A stream taken after `stop()` follows the next
+/// It ends after the `Lost` of a [`stop`](crate::Election::stop) (once the lease is released, or
+/// at a [`start`](crate::Election::start) that comes before that), or when the election is dropped. A stream taken after `stop()` follows the next
 /// [`start`](crate::Election::start). A stream that lost changes to overflow just before its end
 /// (so that no change is left to carry `missed`) delivers one last change of its own before it
 /// ends: `missed > 0`, `is_leader: false`, reason `Stopped`, `current: None` (not known), of kind

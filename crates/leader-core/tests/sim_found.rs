@@ -207,3 +207,37 @@ async fn a_failed_campaign_backs_off_even_when_its_own_calls_push_hints() {
     assert!(!a.is_leader());
     a.stop().await.unwrap();
 }
+
+/// Seeds 3, 6, 7 and 11 of `sim_memory` (with work that calls `stop()` from inside itself, after
+/// which the application starts the election again): the hand-over deferred by a `stop()` called
+/// from inside the work ended the run's streams only when it finished, and a `start()` before that
+/// began a new run under the same run number, so the streams taken after the restart ended when
+/// the old hand-over finished (while the election ran), and the old streams saw the new run's
+/// changes. Now a `start()` ends the stopped run's streams first.
+#[tokio::test(start_paused = true)]
+async fn a_restart_before_a_deferred_stop_finished_keeps_the_new_runs_streams() {
+    use futures::StreamExt;
+    let (_m, control, store) = stores();
+    let a = election(store, "a");
+    let mut before = a.changes();
+    timeout(Duration::from_secs(10), a.wait_for_leadership()).await.unwrap().unwrap();
+    // The deferred hand-over takes a while (a slow release), so the restart comes first.
+    control.release_delay_ms.store(500, std::sync::atomic::Ordering::SeqCst);
+    let inner = a.clone();
+    a.run_as_leader(|_l| async move { inner.stop().await.unwrap() }).await.unwrap();
+    a.start().await.unwrap();
+    let mut after = a.changes();
+    assert_eq!(after.next().await.unwrap().reason, leader_core::ChangeReason::Subscribed);
+    let next = timeout(Duration::from_secs(5), after.next()).await.expect("a change of the new run");
+    let next = next.expect("the new run's stream ended while the election runs");
+    assert_eq!(next.kind, leader_core::ChangeKind::Acquired, "{next:?}");
+    sleep(Duration::from_secs(1)).await; // the old hand-over has finished by now
+    assert!(futures::FutureExt::now_or_never(after.next()).is_none(), "the new run's stream ended");
+    assert!(a.is_leader());
+    // The stream taken before the stop saw its run only: Acquired, Lost, then its end.
+    let old: Vec<_> = timeout(Duration::from_secs(1), (&mut before).collect::<Vec<_>>()).await.unwrap();
+    let kinds: Vec<_> = old.iter().map(|c| c.kind).collect();
+    use leader_core::ChangeKind::{Acquired, LeaderChanged, Lost};
+    assert_eq!(kinds, [LeaderChanged, Acquired, Lost], "{old:?}");
+    a.stop().await.unwrap();
+}

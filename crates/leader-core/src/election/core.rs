@@ -72,6 +72,9 @@ struct State {
     /// Counts `stop()`s: a `changes()` stream belongs to the run it was taken in, and ends when
     /// that run is stopped.
     run: u64,
+    /// The run a `stop()` is ending, until its streams are ended (when its hand-over is done, or
+    /// at a `start()` that comes first).
+    stopping: Option<u64>,
     /// Last known holder, ours or another's.
     holder: Option<LeaderInfo>,
     /// Highest token of a tenure we ended locally: a later acquire that returns this lease again
@@ -104,6 +107,7 @@ impl Default for State {
             phase: Phase::Stopped,
             ended: None,
             run: 0,
+            stopping: None,
             holder: None,
             last_lost: None,
             last_error: None,
@@ -320,6 +324,11 @@ impl Core {
     /// `start()`: from Stopped to Follower (keeps a manual-mode tenure).
     pub(crate) fn started(&self) {
         let mut st = lock(&self.state);
+        // A `stop()` whose hand-over is still running (deferred from inside the work): its run's
+        // streams end now, so that the run starting here has streams of its own.
+        if let Some(run) = st.stopping.take() {
+            self.end_run_locked(&mut st, run);
+        }
         if matches!(st.phase, Phase::Stopped) {
             self.set_phase(&mut st, Phase::Follower);
         }
@@ -344,8 +353,33 @@ impl Core {
     /// starts a new run: streams taken from now on see the next `start()`.
     pub(crate) fn end_run(&self) {
         let mut st = lock(&self.state);
-        let _ = self.events.send(Event::End { run: st.run });
-        st.run += 1;
+        st.stopping = None;
+        let run = st.run;
+        self.end_run_locked(&mut st, run);
+    }
+
+    /// `stop()` begins: returns the run it ends (see [`end_stopped_run`](Self::end_stopped_run)).
+    pub(crate) fn begin_stop(&self) -> u64 {
+        let mut st = lock(&self.state);
+        let run = st.run;
+        st.stopping = Some(run);
+        run
+    }
+
+    /// `stop()`'s hand-over is done: ends the streams of `run`, unless a `start()` did already.
+    pub(crate) fn end_stopped_run(&self, run: u64) {
+        let mut st = lock(&self.state);
+        if st.stopping == Some(run) {
+            st.stopping = None;
+            self.end_run_locked(&mut st, run);
+        }
+    }
+
+    fn end_run_locked(&self, st: &mut State, run: u64) {
+        if st.run == run {
+            let _ = self.events.send(Event::End { run });
+            st.run += 1;
+        }
     }
 
     /// While abstaining after a release: until when (`None` once it is over).

@@ -255,7 +255,8 @@ impl Election {
     /// renew_deadline - drift_allowance`), then releases the lease (and leaves the store's queue),
     /// so that a follower takes over at once but never while our work runs. Also releases a lease
     /// an interrupted acquire may have left in the store. Finally every [`changes`](Election::changes)
-    /// stream taken before ends (after its `Lost`).
+    /// stream taken before ends (after its `Lost`); if [`start`](Election::start) is called before
+    /// that (after a `stop()` from inside the work), they end at that `start()`.
     ///
     /// Called from inside `run_as_leader` work, it does not wait for that work: it returns once
     /// the background task has stopped, and the release follows as soon as the work returns.
@@ -264,6 +265,7 @@ impl Election {
     /// The store's error from the release or the withdrawal; the election is stopped either way.
     pub async fn stop(&self) -> Result<()> {
         let core = self.core().clone();
+        let run = core.begin_stop();
         let held_before = core.tenure();
         let task = lock(&self.handle.task).take();
         if let Some(task) = task {
@@ -293,7 +295,7 @@ impl Election {
             if let Err(e) = core.call("withdraw", core.store.withdraw(&core.name, &core.instance_id)).await {
                 result = result.and(Err(e));
             }
-            core.end_run();
+            core.end_stopped_run(run);
             result
         };
         if own == 0 {
