@@ -6,7 +6,7 @@ use std::time::Duration;
 use leader_core::{ChangeKind, ChangeReason, FencingToken, LeadershipChange};
 use tokio::time::Instant;
 
-use super::record::{lock, Entry};
+use super::record::{lock, same, Entry};
 use super::schedule::secs;
 use super::world::{Incarnation, Shared};
 use super::SimCounts;
@@ -294,16 +294,6 @@ fn check_work_within_grace(world: &Shared, inc: &Incarnation, spans: &[WorkSpan]
     }
 }
 
-fn same(a: &LeadershipChange, b: &LeadershipChange) -> bool {
-    let key = |h: &Option<leader_core::LeaderInfo>| h.as_ref().map(|l| (l.instance_id.clone(), l.token));
-    a.kind == b.kind
-        && a.reason == b.reason
-        && a.is_leader == b.is_leader
-        && a.at == b.at
-        && key(&a.current) == key(&b.current)
-        && key(&a.previous) == key(&b.previous)
-}
-
 /// Guarantee 8 per subscriber: each stream is the participant's changes from its subscription
 /// to the end of its run, in order, every change delivered or, where the buffer overflowed,
 /// counted in the next delivered change's `missed`.
@@ -416,8 +406,20 @@ fn check_subscribers(
                 }
                 pos = j + 1;
             }
-            if broken || summarised || crashed.is_some() {
+            if broken || summarised || crashed.is_some() || sub.abandoned {
                 continue;
+            }
+            if sub.ended && !sub.gone_at_end && sub.stops_begun_at_end <= sub.stops_done_at_start {
+                world.violation(
+                    "events",
+                    format!("{who}: the stream ended, but no stop() began after it was taken and the election was not dropped"),
+                );
+            }
+            if sub.ended && believes_leading {
+                world.violation(
+                    "events",
+                    format!("{who}: the stream ended while its last change said its participant leads (no Lost before the end)"),
+                );
             }
             let tail = &window[pos.min(window.len())..];
             if !tail.is_empty() {

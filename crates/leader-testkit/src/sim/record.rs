@@ -14,7 +14,7 @@ use futures::Stream;
 use leader_core::clock::SuspendClock;
 use leader_core::{
     Acquire, AcquireRequest, Capabilities, Election, ElectionOptions, FencingToken, LeaderInfo, LeadershipChange,
-    LeadershipChanges, Lease, LeaseStore, Metadata, Result,
+    LeadershipChanges, Lease, LeaseStore, Metadata, Result, WeakElection,
 };
 use tokio::time::Instant;
 
@@ -257,8 +257,11 @@ pub(crate) struct Entry {
 
 /// The checker's own subscriber of one participant (`follow_restarts`), read as soon as a change
 /// is sent (a task woken by the stream, and [`pump`](ChangeLog::pump) from anyone who needs the
-/// log up to date), so each entry carries the instant the change was emitted. Also where run ends
-/// (`stop()`s) are noted, by log position.
+/// log up to date), so each entry carries the instant the change was emitted.
+///
+/// Beside it, an ordinary stream read in lockstep finds where each run ends (each `stop()` or
+/// drop, whoever calls it): it yields the same changes and ends with its run; it is taken again at
+/// once, so each end is noted by log position.
 #[derive(Clone)]
 pub(crate) struct ChangeLog {
     inner: Arc<Mutex<LogInner>>,
@@ -266,10 +269,14 @@ pub(crate) struct ChangeLog {
 
 struct LogInner {
     stream: Option<LeadershipChanges>,
+    /// The ordinary stream of the current run, and whether its first item (the snapshot) is
+    /// still to come.
+    run: Option<(LeadershipChanges, bool)>,
+    election: WeakElection,
     /// The reading task's waker: synchronous pumps poll with it so it stays registered.
     waker: Option<Waker>,
     entries: Vec<Entry>,
-    /// Log length when each run ended (each `stop()` returned), in order.
+    /// Log length when each run ended, in order.
     run_ends: Vec<usize>,
 }
 
@@ -278,6 +285,8 @@ impl ChangeLog {
     pub(crate) fn new(election: &Election) -> (ChangeLog, impl Future<Output = ()> + Send + 'static) {
         let inner = Arc::new(Mutex::new(LogInner {
             stream: Some(election.changes().follow_restarts()),
+            run: Some((election.changes(), true)),
+            election: election.downgrade(),
             waker: None,
             entries: Vec::new(),
             run_ends: Vec::new(),
@@ -304,13 +313,8 @@ impl ChangeLog {
         g.entries.len()
     }
 
-    /// Notes that a run ended now (a `stop()` returned); returns how many runs ended before.
-    pub(crate) fn end_run(&self) {
-        let len = self.pump();
-        lock(&self.inner).run_ends.push(len);
-    }
-
-    /// How many runs have ended so far.
+    /// How many runs have ended so far (read after a [`pump`](Self::pump)): a stream taken now
+    /// follows run number `runs_ended()`.
     pub(crate) fn runs_ended(&self) -> usize {
         lock(&self.inner).run_ends.len()
     }
@@ -326,7 +330,40 @@ impl ChangeLog {
 }
 
 fn drain(g: &mut LogInner, cx: &mut Context<'_>) {
-    while let Some(stream) = g.stream.as_mut() {
+    loop {
+        // The run's stream first: each change it yields, the log takes up to and including the
+        // same change (the log may hold more: changes of an older run, and the change of a newer
+        // run that ended the run's stream).
+        if let Some((run, fresh)) = g.run.as_mut() {
+            match Pin::new(run).poll_next(cx) {
+                Poll::Ready(Some(change)) => {
+                    if std::mem::take(fresh) {
+                        continue; // its snapshot
+                    }
+                    while let Some(stream) = g.stream.as_mut() {
+                        match Pin::new(stream).poll_next(cx) {
+                            Poll::Ready(Some(c)) => {
+                                let found = same(&c, &change);
+                                g.entries.push(Entry { at: Instant::now(), change: c });
+                                if found {
+                                    break;
+                                }
+                            }
+                            Poll::Ready(None) => g.stream = None,
+                            Poll::Pending => break,
+                        }
+                    }
+                    continue;
+                }
+                Poll::Ready(None) => {
+                    g.run_ends.push(g.entries.len());
+                    g.run = g.election.upgrade().map(|e| (e.changes(), true));
+                    continue;
+                }
+                Poll::Pending => {}
+            }
+        }
+        let Some(stream) = g.stream.as_mut() else { break };
         match Pin::new(stream).poll_next(cx) {
             Poll::Ready(Some(change)) => g.entries.push(Entry { at: Instant::now(), change }),
             Poll::Ready(None) => g.stream = None,
@@ -335,17 +372,53 @@ fn drain(g: &mut LogInner, cx: &mut Context<'_>) {
     }
 }
 
+/// Whether two changes are the same emitted change (as two streams delivered it).
+pub(crate) fn same(a: &LeadershipChange, b: &LeadershipChange) -> bool {
+    let key = |h: &Option<leader_core::LeaderInfo>| h.as_ref().map(|l| (l.instance_id.clone(), l.token));
+    a.kind == b.kind
+        && a.reason == b.reason
+        && a.is_leader == b.is_leader
+        && a.at == b.at
+        && key(&a.current) == key(&b.current)
+        && key(&a.previous) == key(&b.previous)
+}
+
 /// What one ordinary subscriber's stream (one `changes()` call) delivered.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Subscription {
     /// The participant's change log length when the stream was taken.
     pub(crate) start: usize,
-    /// How many runs had ended when it was taken: it follows the next one to end.
+    /// How many runs had ended when it was taken: the run it follows.
     pub(crate) run: usize,
     pub(crate) items: Vec<Entry>,
     /// The stream ended.
     pub(crate) ended: bool,
+    /// The application dropped it for a new one (after a restart).
+    pub(crate) abandoned: bool,
+    /// `stop()` calls that had returned when it was taken.
+    pub(crate) stops_done_at_start: u64,
+    /// `stop()` calls begun when it ended, and whether the election was gone by then.
+    pub(crate) stops_begun_at_end: u64,
+    pub(crate) gone_at_end: bool,
 }
 
-/// Every stream one subscriber took, in order (it takes a new one when its stream ends).
+/// Every stream one subscriber took, in order (it takes a new one when its stream ends, and when
+/// the application restarts the election).
 pub(crate) type SubscriberLog = Arc<Mutex<Vec<Subscription>>>;
+
+/// How many `stop()` calls one participant began and how many returned (whoever called them).
+#[derive(Default)]
+pub(crate) struct StopCount {
+    pub(crate) begun: AtomicU64,
+    pub(crate) done: AtomicU64,
+}
+
+impl StopCount {
+    /// Runs `stop`, counted.
+    pub(crate) async fn stop(&self, election: &Election) -> Result<()> {
+        self.begun.fetch_add(1, Ordering::SeqCst);
+        let result = election.stop().await;
+        self.done.fetch_add(1, Ordering::SeqCst);
+        result
+    }
+}

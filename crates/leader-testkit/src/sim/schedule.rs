@@ -120,6 +120,9 @@ pub enum WorkStyle {
     Stubborn,
     /// Cooperative work that calls `release()` from inside itself and then runs on a little.
     ReleasesItself,
+    /// Cooperative work that calls `stop()` from inside itself and then runs on a little; the
+    /// application's next `run_as_leader` starts the election again.
+    StopsItself,
 }
 
 impl WorkStyle {
@@ -129,6 +132,7 @@ impl WorkStyle {
             WorkStyle::Cooperative => "cooperative work",
             WorkStyle::Stubborn => "stubborn work",
             WorkStyle::ReleasesItself => "work that releases itself",
+            WorkStyle::StopsItself => "work that stops the election from inside",
         }
     }
 }
@@ -269,11 +273,12 @@ impl Schedule {
         let n = rng.usize(config.participants.clone());
         let roles = (0..n)
             .map(|_| Role {
-                work: match rng.u8(0..8) {
+                work: match rng.u8(0..9) {
                     0 => WorkStyle::None,
                     1..=3 => WorkStyle::Cooperative,
                     4..=6 => WorkStyle::Stubborn,
-                    _ => WorkStyle::ReleasesItself,
+                    7 => WorkStyle::ReleasesItself,
+                    _ => WorkStyle::StopsItself,
                 },
                 subscribers: rng.usize(1..=2),
                 start: between(&mut rng, Duration::ZERO, lease / 2),

@@ -12,7 +12,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::{sleep, sleep_until, Instant};
 
-use super::record::{lock, ChangeLog, Duplicating, Grants, Recording, SimSuspend, SubscriberLog, Subscription};
+use super::record::{
+    lock, ChangeLog, Duplicating, Grants, Recording, SimSuspend, StopCount, SubscriberLog, Subscription,
+};
 use super::schedule::{secs, Detail, Fault, FaultKind, Schedule, WorkStyle};
 use super::{check, SimConfig, SimCounts, SimReport, Violation};
 use crate::{FaultControl, FaultLayer, FaultProxy, Provider, ProxyMode, WorkRecorder};
@@ -93,6 +95,9 @@ pub(crate) struct Incarnation {
     pub(crate) log: ChangeLog,
     pub(crate) subscribers: Vec<SubscriberLog>,
     stalls: Vec<watch::Sender<u32>>,
+    /// Bumped when the application restarts the election: its subscribers take fresh streams.
+    resubscribe: watch::Sender<u64>,
+    pub(crate) stops: Arc<StopCount>,
     running: watch::Sender<bool>,
     lifecycle: tokio::sync::Mutex<()>,
     /// Tasks of the process that die with it: work, probe, pending stop/release calls.
@@ -425,6 +430,7 @@ fn end(
                         w.violation("ops", format!("{}: start() failed: {err}", i.id));
                     }
                     i.running.send_replace(true);
+                    i.resubscribe.send_modify(|n| *n += 1);
                 }
                 w.healed();
             }));
@@ -453,11 +459,8 @@ async fn stop(world: &Arc<Shared>, inc: &Arc<Incarnation>) {
     let Some(e) = inc.election() else { return };
     let began = Instant::now();
     let limit = world.op_bound();
-    match tokio::time::timeout(limit, e.stop()).await {
-        Ok(_) => {
-            inc.log.end_run();
-            lock(&world.stops).push(began.elapsed());
-        }
+    match tokio::time::timeout(limit, inc.stops.stop(&e)).await {
+        Ok(_) => lock(&world.stops).push(began.elapsed()),
         Err(_) => world.violation("ops", format!("{}: stop() did not return within {}", inc.id, secs(limit))),
     }
 }
@@ -575,6 +578,8 @@ async fn create(
         log,
         subscribers,
         stalls,
+        resubscribe: watch::Sender::new(0),
+        stops: Arc::default(),
         running: watch::Sender::new(false),
         lifecycle: tokio::sync::Mutex::new(()),
         tasks: Mutex::new(Vec::new()),
@@ -583,7 +588,7 @@ async fn create(
         ended: Mutex::new(None),
     });
     for (i, out) in inc.subscribers.iter().enumerate() {
-        let task = tokio::spawn(subscriber(inc.weak.clone(), inc.log.clone(), out.clone(), inc.stalls[i].subscribe()));
+        let task = tokio::spawn(subscriber(inc.clone(), out.clone(), inc.stalls[i].subscribe()));
         lock(&inc.subscriber_tasks).push(task);
     }
     inc.spawn(tokio::spawn(probe(world.clone(), inc.clone())));
@@ -623,6 +628,29 @@ async fn worker(world: Arc<Shared>, inc: Arc<Incarnation>, election: Election, m
                     .await
             }
             WorkStyle::Stubborn => election.run_as_leader(|l| work.record(&who, &l, sleep(length))).await,
+            WorkStyle::StopsItself => {
+                let (inside, stops) = (election.clone(), inc.stops.clone());
+                let outcome = election
+                    .run_as_leader(|l| {
+                        let lost = l.clone();
+                        work.record(&who, &l, async move {
+                            tokio::select! {
+                                biased;
+                                _ = lost.lost() => return,
+                                _ = sleep(length) => {}
+                            }
+                            let _ = stops.stop(&inside).await;
+                            sleep(extra).await;
+                        })
+                    })
+                    .await;
+                // The application starts the election again and takes fresh change streams.
+                if *running.borrow() && election.health().phase == "stopped" {
+                    let _ = election.start().await;
+                    inc.resubscribe.send_modify(|n| *n += 1);
+                }
+                outcome
+            }
             WorkStyle::ReleasesItself => {
                 let inside = election.clone();
                 election
@@ -654,18 +682,22 @@ async fn worker(world: Arc<Shared>, inc: Arc<Incarnation>, election: Election, m
 }
 
 /// One ordinary subscriber: reads its `changes()` stream unless stalled; takes a new stream when
-/// one ends (after a `stop()`), until the participant is gone.
-async fn subscriber(weak: WeakElection, log: ChangeLog, out: SubscriberLog, mut stall: watch::Receiver<u32>) {
+/// one ends (after a `stop()`) and when the application restarts the election, until the
+/// participant is gone.
+async fn subscriber(inc: Arc<Incarnation>, out: SubscriberLog, mut stall: watch::Receiver<u32>) {
     use futures::StreamExt;
+    let mut fresh = inc.resubscribe.subscribe();
     loop {
-        let Some(e) = weak.upgrade() else { return };
-        let start = log.pump();
-        let run = log.runs_ended();
+        let Some(e) = inc.weak.upgrade() else { return };
+        let start = inc.log.pump();
+        let run = inc.log.runs_ended();
+        let stops_done_at_start = inc.stops.done.load(Ordering::SeqCst);
         let mut stream = e.changes();
         drop(e);
+        fresh.borrow_and_update();
         let index = {
             let mut subs = lock(&out);
-            subs.push(Subscription { start, run, items: Vec::new(), ended: false });
+            subs.push(Subscription { start, run, stops_done_at_start, ..Subscription::default() });
             subs.len() - 1
         };
         loop {
@@ -678,10 +710,17 @@ async fn subscriber(weak: WeakElection, log: ChangeLog, out: SubscriberLog, mut 
                 item = stream.next() => match item {
                     Some(change) => lock(&out)[index].items.push(super::record::Entry { at: Instant::now(), change }),
                     None => {
-                        lock(&out)[index].ended = true;
+                        let mut subs = lock(&out);
+                        subs[index].ended = true;
+                        subs[index].stops_begun_at_end = inc.stops.begun.load(Ordering::SeqCst);
+                        subs[index].gone_at_end = inc.weak.upgrade().is_none();
                         break;
                     }
                 },
+                _ = fresh.changed() => {
+                    lock(&out)[index].abandoned = true;
+                    break;
+                }
             }
         }
     }
