@@ -163,7 +163,8 @@ pub(crate) enum Event {
 /// gets carries `missed > 0`.
 ///
 /// It ends after the `Lost` of a [`stop`](crate::Election::stop) (once the lease is released, or
-/// at a [`start`](crate::Election::start) that comes before that), or when the election is dropped. A stream taken after `stop()` follows the next
+/// at a [`start`](crate::Election::start) that comes before that; for a `stop()` called from
+/// inside `run_as_leader` work, when it returns), or when the election is dropped. A stream taken after `stop()` follows the next
 /// [`start`](crate::Election::start). A stream that lost changes to overflow just before its end
 /// (so that no change is left to carry `missed`) delivers one last change of its own before it
 /// ends: `missed > 0`, `is_leader: false`, reason `Stopped`, `current: None` (not known), of kind

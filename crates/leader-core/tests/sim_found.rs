@@ -241,3 +241,31 @@ async fn a_restart_before_a_deferred_stop_finished_keeps_the_new_runs_streams() 
     assert_eq!(kinds, [LeaderChanged, Acquired, Lost], "{old:?}");
     a.stop().await.unwrap();
 }
+
+/// Seeds 22516, 24781, 25674 and 25922 of `sim_memory` (with the previous fix): a `changes()`
+/// stream taken after a `stop()` called from inside the work had returned (before the next
+/// `start()`) still belonged to the stopped run, so it ended at that `start()` instead of
+/// following the new run, as a stream taken after `stop()` does. The streams of a run stopped
+/// from inside its work now end when that `stop()` returns.
+#[tokio::test(start_paused = true)]
+async fn a_stream_taken_after_a_stop_from_inside_the_work_follows_the_next_start() {
+    use futures::StreamExt;
+    let (_m, _c, store) = stores();
+    let a = election(store, "a");
+    timeout(Duration::from_secs(10), a.wait_for_leadership()).await.unwrap().unwrap();
+    let inner = a.clone();
+    let mut after = a
+        .run_as_leader(|_l| async move {
+            inner.stop().await.unwrap();
+            // Taken once stop() returned, while the work still runs.
+            inner.changes()
+        })
+        .await
+        .unwrap();
+    assert_eq!(after.next().await.unwrap().reason, leader_core::ChangeReason::Subscribed);
+    a.start().await.unwrap();
+    let next = timeout(Duration::from_secs(5), after.next()).await.expect("a change of the new run");
+    let next = next.expect("the stream ended at start() instead of following the new run");
+    assert_eq!(next.kind, leader_core::ChangeKind::Acquired, "{next:?}");
+    a.stop().await.unwrap();
+}

@@ -256,10 +256,11 @@ impl Election {
     /// so that a follower takes over at once but never while our work runs. Also releases a lease
     /// an interrupted acquire may have left in the store. Finally every [`changes`](Election::changes)
     /// stream taken before ends (after its `Lost`); if [`start`](Election::start) is called before
-    /// that (after a `stop()` from inside the work), they end at that `start()`.
+    /// that (from another task), they end at that `start()`.
     ///
     /// Called from inside `run_as_leader` work, it does not wait for that work: it returns once
-    /// the background task has stopped, and the release follows as soon as the work returns.
+    /// the background task has stopped (the streams taken before end then), and the release
+    /// follows as soon as the work returns.
     ///
     /// # Errors
     /// The store's error from the release or the withdrawal; the election is stopped either way.
@@ -301,6 +302,9 @@ impl Election {
         if own == 0 {
             finish.await
         } else {
+            // The hand-over waits for the caller's work; the run's streams end now, so that a
+            // stream taken after this returns follows the next start().
+            self.core().end_stopped_run(run);
             tokio::spawn(finish);
             Ok(())
         }
