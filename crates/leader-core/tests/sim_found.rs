@@ -269,3 +269,48 @@ async fn a_stream_taken_after_a_stop_from_inside_the_work_follows_the_next_start
     assert_eq!(next.kind, leader_core::ChangeKind::Acquired, "{next:?}");
     a.stop().await.unwrap();
 }
+
+/// Slows every `try_acquire` by the milliseconds it holds.
+#[derive(Default)]
+struct SlowAcquire(std::sync::atomic::AtomicU64);
+
+#[leader_core::async_trait]
+impl leader_core::layer::Intercept for SlowAcquire {
+    async fn before(&self, op: leader_core::layer::Op, _election: &str) -> leader_core::Result<()> {
+        if op == leader_core::layer::Op::TryAcquire {
+            sleep(Duration::from_millis(self.0.load(std::sync::atomic::Ordering::SeqCst))).await;
+        }
+        Ok(())
+    }
+}
+
+/// Seeds 21231, 21793 and 25992 of `sim_memory` (participants in manual mode): a `try_acquire()`
+/// in flight when `stop()` began (a manual renew) came back after `stop()` had ended the tenure,
+/// found the lease given up, released it and acquired a new one: the participant led again, with
+/// a lease `stop()` did not release, after `stop()` returned (its streams ended on an `Acquired`).
+/// An acquire now begins no tenure while a `stop()` is under way; it releases what it got.
+#[tokio::test(start_paused = true)]
+async fn an_acquire_in_flight_during_stop_does_not_lead_afterwards() {
+    use leader_core::layer::{InterceptLayer, LeaseStoreExt};
+    let memory = leader_memory::MemoryStore::new();
+    let slow = Arc::new(SlowAcquire::default());
+    let store: Arc<dyn LeaseStore> = Arc::new(memory.clone());
+    let store = store.layer(InterceptLayer::new(slow.clone()));
+    let a = election(store, "a"); // manual mode: never started
+    assert!(a.try_acquire().await.unwrap());
+    slow.0.store(300, std::sync::atomic::Ordering::SeqCst);
+    let renew = tokio::spawn({
+        let a = a.clone();
+        async move { a.try_acquire().await }
+    });
+    sleep(Duration::from_millis(10)).await;
+    a.stop().await.unwrap();
+    let _ = renew.await.unwrap();
+    assert!(!a.is_leader(), "leads after stop() returned");
+    sleep(Duration::from_secs(1)).await;
+    assert!(!a.is_leader(), "leads after stop() returned");
+    assert!(memory.current("jobs").await.unwrap().is_none(), "a lease of ours is left in the store");
+    // stop() is not the end of manual mode: the next try_acquire leads again.
+    slow.0.store(0, std::sync::atomic::Ordering::SeqCst);
+    assert!(a.try_acquire().await.unwrap());
+}

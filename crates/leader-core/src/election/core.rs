@@ -366,6 +366,19 @@ impl Core {
         run
     }
 
+    /// Whether a `stop()` is under way (no acquire may begin a tenure then).
+    fn stopping(&self) -> bool {
+        lock(&self.state).stopping.is_some()
+    }
+
+    /// A `stop()` of `run` was cancelled before its end: acquires may lead again.
+    pub(crate) fn stop_cancelled(&self, run: u64) {
+        let mut st = lock(&self.state);
+        if st.stopping == Some(run) {
+            st.stopping = None;
+        }
+    }
+
     /// `stop()`'s hand-over is done: ends the streams of `run`, unless a `start()` did already.
     pub(crate) fn end_stopped_run(&self, run: u64) {
         let mut st = lock(&self.state);
@@ -423,6 +436,9 @@ impl Core {
     pub(crate) async fn acquire_once(self: &Arc<Self>) -> Result<Attempt> {
         let req = self.request();
         for _ in 0..2 {
+            if self.stopping() {
+                return Ok(Attempt::Follower(None));
+            }
             let stamp = self.stamp();
             let answer = self.call("try_acquire", self.store.try_acquire(&req)).await?;
             self.note_refusal(match &answer {
@@ -451,11 +467,17 @@ impl Core {
                         }
                         self.end_tenure(&t, ChangeReason::Expired);
                     }
-                    if self.is_stale(&lease) {
+                    let stopping = self.stopping();
+                    if stopping || self.is_stale(&lease) {
                         // We gave this tenure up locally; resuming it would emit a second Acquired
                         // for one token. Release it (its work has ended: the driver waits for that
-                        // before campaigning) and campaign afresh for a new token.
+                        // before campaigning) and campaign afresh for a new token. While a stop()
+                        // is under way (this call was in flight when it began), lead no more:
+                        // release what we got and stop here.
                         self.call("release", self.store.release(&lease)).await?;
+                        if stopping {
+                            return Ok(Attempt::Follower(None));
+                        }
                         continue;
                     }
                     return Ok(Attempt::Leading(self.begin_tenure(lease, stamp)));

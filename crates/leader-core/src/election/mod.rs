@@ -267,6 +267,8 @@ impl Election {
     pub async fn stop(&self) -> Result<()> {
         let core = self.core().clone();
         let run = core.begin_stop();
+        // If this future is dropped before the end, acquires may lead again.
+        let _cancelled = StopGuard(core.clone(), run);
         let held_before = core.tenure();
         let task = lock(&self.handle.task).take();
         if let Some(task) = task {
@@ -475,6 +477,15 @@ impl Election {
     /// transition in order. See [`LeadershipChanges`].
     pub fn changes(&self) -> LeadershipChanges {
         self.core().subscribe()
+    }
+}
+
+/// Marks a `stop()` as no longer under way when it is dropped (at its end, or cancelled).
+struct StopGuard(Arc<Core>, u64);
+
+impl Drop for StopGuard {
+    fn drop(&mut self) {
+        self.0.stop_cancelled(self.1);
     }
 }
 
