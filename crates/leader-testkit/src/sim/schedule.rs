@@ -121,8 +121,12 @@ pub enum WorkStyle {
     /// Cooperative work that calls `release()` from inside itself and then runs on a little.
     ReleasesItself,
     /// Cooperative work that calls `stop()` from inside itself and then runs on a little; the
-    /// application's next `run_as_leader` starts the election again.
+    /// application starts the election again.
     StopsItself,
+    /// Manual mode: never `start()`ed; the application calls `try_acquire()` about every
+    /// `renew_interval` (to campaign and to renew), runs cooperative work (stopping at `lost()`)
+    /// under each tenure, and now and then calls `release()`.
+    Manual,
 }
 
 impl WorkStyle {
@@ -133,6 +137,7 @@ impl WorkStyle {
             WorkStyle::Stubborn => "stubborn work",
             WorkStyle::ReleasesItself => "work that releases itself",
             WorkStyle::StopsItself => "work that stops the election from inside",
+            WorkStyle::Manual => "manual mode",
         }
     }
 }
@@ -273,12 +278,13 @@ impl Schedule {
         let n = rng.usize(config.participants.clone());
         let roles = (0..n)
             .map(|_| Role {
-                work: match rng.u8(0..9) {
+                work: match rng.u8(0..10) {
                     0 => WorkStyle::None,
                     1..=3 => WorkStyle::Cooperative,
                     4..=6 => WorkStyle::Stubborn,
                     7 => WorkStyle::ReleasesItself,
-                    _ => WorkStyle::StopsItself,
+                    8 => WorkStyle::StopsItself,
+                    _ => WorkStyle::Manual,
                 },
                 subscribers: rng.usize(1..=2),
                 start: between(&mut rng, Duration::ZERO, lease / 2),

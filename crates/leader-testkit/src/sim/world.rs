@@ -426,8 +426,10 @@ fn end(
             ops.push(tokio::spawn(async move {
                 let _life = i.lifecycle.lock().await;
                 if let Some(e) = i.election() {
-                    if let Err(err) = e.start().await {
-                        w.violation("ops", format!("{}: start() failed: {err}", i.id));
+                    if i.style != WorkStyle::Manual {
+                        if let Err(err) = e.start().await {
+                            w.violation("ops", format!("{}: start() failed: {err}", i.id));
+                        }
                     }
                     i.running.send_replace(true);
                     i.resubscribe.send_modify(|n| *n += 1);
@@ -494,8 +496,10 @@ async fn install(world: Arc<Shared>, schedule: Schedule, slot: usize, gen: u32) 
             lock(&world.all).push(inc.clone());
             if let Some(e) = inc.election() {
                 let _life = inc.lifecycle.lock().await;
-                if let Err(err) = e.start().await {
-                    world.violation("ops", format!("{}: start() failed: {err}", inc.id));
+                if inc.style != WorkStyle::Manual {
+                    if let Err(err) = e.start().await {
+                        world.violation("ops", format!("{}: start() failed: {err}", inc.id));
+                    }
                 }
                 inc.running.send_replace(true);
             }
@@ -592,9 +596,11 @@ async fn create(
         lock(&inc.subscriber_tasks).push(task);
     }
     inc.spawn(tokio::spawn(probe(world.clone(), inc.clone())));
-    if role.work != WorkStyle::None {
-        let rng = fastrand::Rng::with_seed(world.seed ^ ((slot as u64) << 40) ^ (u64::from(gen) << 32) ^ 0x5157);
-        inc.spawn(tokio::spawn(worker(world.clone(), inc.clone(), election, rng)));
+    let rng = fastrand::Rng::with_seed(world.seed ^ ((slot as u64) << 40) ^ (u64::from(gen) << 32) ^ 0x5157);
+    match role.work {
+        WorkStyle::None => {}
+        WorkStyle::Manual => inc.spawn(tokio::spawn(manual(world.clone(), inc.clone(), election, rng))),
+        _ => inc.spawn(tokio::spawn(worker(world.clone(), inc.clone(), election, rng))),
     }
     Ok(inc)
 }
@@ -612,7 +618,7 @@ async fn worker(world: Arc<Shared>, inc: Arc<Incarnation>, election: Election, m
         let who = inc.id.clone();
         let work = world.work.clone();
         let outcome = match inc.style {
-            WorkStyle::None => return,
+            WorkStyle::None | WorkStyle::Manual => return,
             WorkStyle::Cooperative => {
                 election
                     .run_as_leader(|l| {
@@ -678,6 +684,41 @@ async fn worker(world: Arc<Shared>, inc: Arc<Incarnation>, election: Election, m
             }
         }
         sleep(Duration::from_millis(rng.u64(1..=lease.as_millis() as u64 / 2))).await;
+    }
+}
+
+/// A participant in manual mode: `try_acquire()` about every `renew_interval` while it runs, a
+/// cooperative piece of work under each tenure, and now and then a `release()`.
+async fn manual(world: Arc<Shared>, inc: Arc<Incarnation>, election: Election, mut rng: fastrand::Rng) {
+    let o = world.config.options.clone();
+    let mut running = inc.running.subscribe();
+    let mut work: Option<(leader_core::FencingToken, JoinHandle<()>)> = None;
+    loop {
+        if running.wait_for(|r| *r).await.is_err() {
+            return;
+        }
+        let _ = election.try_acquire().await;
+        if let Some(l) = election.leadership() {
+            if work.as_ref().is_none_or(|(token, task)| *token != l.token() && task.is_finished()) {
+                let length = Duration::from_millis(
+                    rng.u64(o.lease_duration.as_millis() as u64 / 10..=o.lease_duration.as_millis() as u64 * 3),
+                );
+                let lost = l.clone();
+                let recorded = world.work.record(&inc.id, &l, async move {
+                    tokio::select! {
+                        biased;
+                        _ = lost.lost() => {}
+                        _ = sleep(length) => {}
+                    }
+                });
+                work = Some((l.token(), tokio::spawn(recorded)));
+            }
+            if rng.u8(0..12) == 0 {
+                let _ = election.release().await;
+            }
+        }
+        let pause = o.renew_interval.mul_f64(0.5 + rng.f64() * 0.5);
+        sleep(pause).await;
     }
 }
 
