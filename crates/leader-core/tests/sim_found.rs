@@ -314,3 +314,29 @@ async fn an_acquire_in_flight_during_stop_does_not_lead_afterwards() {
     slow.0.store(0, std::sync::atomic::Ordering::SeqCst);
     assert!(a.try_acquire().await.unwrap());
 }
+
+/// What remains of the case of seeds 3, 6, 7 and 11 once a `stop()` from inside the work ends its
+/// streams as it returns: a `start()` from another task while a `stop()` still hands over (its
+/// work runs out its grace). The streams taken after that `start()` belong to the new run and
+/// outlive the old `stop()`.
+#[tokio::test(start_paused = true)]
+async fn a_start_during_a_stops_hand_over_keeps_the_new_runs_streams() {
+    use futures::StreamExt;
+    let (_m, _c, store) = stores();
+    let a = election(store, "a");
+    timeout(Duration::from_secs(10), a.wait_for_leadership()).await.unwrap().unwrap();
+    let worker = a.clone();
+    let work = tokio::spawn(async move { worker.run_as_leader(|_l| sleep(Duration::from_secs(30))).await });
+    sleep(Duration::from_millis(100)).await;
+    let stopper = a.clone();
+    let stop = tokio::spawn(async move { stopper.stop().await }); // waits for the work's grace
+    sleep(Duration::from_millis(100)).await;
+    a.start().await.unwrap();
+    let mut after = a.changes();
+    assert_eq!(after.next().await.unwrap().reason, leader_core::ChangeReason::Subscribed);
+    stop.await.unwrap().unwrap();
+    let _ = work.await;
+    let next = timeout(Duration::from_secs(5), after.next()).await.expect("a change of the new run");
+    assert!(next.is_some(), "the new run's stream ended with the old stop()");
+    a.stop().await.unwrap();
+}
