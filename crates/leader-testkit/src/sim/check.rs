@@ -415,6 +415,13 @@ fn check_subscribers(
                     format!("{who}: the stream ended, but no stop() began after it was taken and the election was not dropped"),
                 );
             }
+            let summary_at_end = sub.items.last().is_some_and(|i| i.change.missed > 0);
+            if sub.ended && sub.gone_at_end && sub.stops_done_at_end > sub.stops_done_at_start && !summary_at_end {
+                world.violation(
+                    "events",
+                    format!("{who}: a stop() returned after the stream was taken, yet it ended only when the election was dropped"),
+                );
+            }
             if sub.ended && believes_leading {
                 world.violation(
                     "events",

@@ -754,6 +754,7 @@ async fn subscriber(inc: Arc<Incarnation>, out: SubscriberLog, mut stall: watch:
                         let mut subs = lock(&out);
                         subs[index].ended = true;
                         subs[index].stops_begun_at_end = inc.stops.begun.load(Ordering::SeqCst);
+                        subs[index].stops_done_at_end = inc.stops.done.load(Ordering::SeqCst);
                         subs[index].gone_at_end = inc.weak.upgrade().is_none();
                         break;
                     }
