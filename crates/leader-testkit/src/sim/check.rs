@@ -415,12 +415,21 @@ fn check_subscribers(
                     format!("{who}: the stream ended, but no stop() began after it was taken and the election was not dropped"),
                 );
             }
-            let summary_at_end = sub.items.last().is_some_and(|i| i.change.missed > 0);
-            if sub.ended && sub.gone_at_end && sub.stops_done_at_end > sub.stops_done_at_start && !summary_at_end {
-                world.violation(
-                    "events",
-                    format!("{who}: a stop() returned after the stream was taken, yet it ended only when the election was dropped"),
-                );
+            // A stop()'s Lost is the last change of its run: the stream ends after it.
+            if let Some(k) = sub
+                .items
+                .iter()
+                .position(|i| i.change.kind == ChangeKind::Lost && i.change.reason == ChangeReason::Stopped)
+            {
+                if let Some(next) = sub.items[k + 1..].iter().find(|i| !is_end_summary(&i.change)) {
+                    world.violation(
+                        "events",
+                        format!(
+                            "{who}: delivered {:?} ({:?}) after its participant's Lost (Stopped), which ends a stream's run",
+                            next.change.kind, next.change.reason
+                        ),
+                    );
+                }
             }
             if sub.ended && believes_leading {
                 world.violation(

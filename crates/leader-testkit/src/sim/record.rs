@@ -397,9 +397,8 @@ pub(crate) struct Subscription {
     pub(crate) abandoned: bool,
     /// `stop()` calls that had returned when it was taken.
     pub(crate) stops_done_at_start: u64,
-    /// `stop()` calls begun and returned when it ended, and whether the election was gone by then.
+    /// `stop()` calls begun when it ended, and whether the election was gone by then.
     pub(crate) stops_begun_at_end: u64,
-    pub(crate) stops_done_at_end: u64,
     pub(crate) gone_at_end: bool,
 }
 

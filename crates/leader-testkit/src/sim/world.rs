@@ -592,7 +592,9 @@ async fn create(
         ended: Mutex::new(None),
     });
     for (i, out) in inc.subscribers.iter().enumerate() {
-        let task = tokio::spawn(subscriber(inc.clone(), out.clone(), inc.stalls[i].subscribe()));
+        // The first subscriber takes a fresh stream when the application restarts the election;
+        // a second one keeps the stream it has (which the restart's stop() has ended).
+        let task = tokio::spawn(subscriber(inc.clone(), out.clone(), inc.stalls[i].subscribe(), i == 0));
         lock(&inc.subscriber_tasks).push(task);
     }
     inc.spawn(tokio::spawn(probe(world.clone(), inc.clone())));
@@ -723,9 +725,9 @@ async fn manual(world: Arc<Shared>, inc: Arc<Incarnation>, election: Election, m
 }
 
 /// One ordinary subscriber: reads its `changes()` stream unless stalled; takes a new stream when
-/// one ends (after a `stop()`) and when the application restarts the election, until the
-/// participant is gone.
-async fn subscriber(inc: Arc<Incarnation>, out: SubscriberLog, mut stall: watch::Receiver<u32>) {
+/// one ends (after a `stop()`) and, if it `renews`, when the application restarts the election,
+/// until the participant is gone.
+async fn subscriber(inc: Arc<Incarnation>, out: SubscriberLog, mut stall: watch::Receiver<u32>, renews: bool) {
     use futures::StreamExt;
     let mut fresh = inc.resubscribe.subscribe();
     loop {
@@ -754,12 +756,11 @@ async fn subscriber(inc: Arc<Incarnation>, out: SubscriberLog, mut stall: watch:
                         let mut subs = lock(&out);
                         subs[index].ended = true;
                         subs[index].stops_begun_at_end = inc.stops.begun.load(Ordering::SeqCst);
-                        subs[index].stops_done_at_end = inc.stops.done.load(Ordering::SeqCst);
                         subs[index].gone_at_end = inc.weak.upgrade().is_none();
                         break;
                     }
                 },
-                _ = fresh.changed() => {
+                _ = fresh.changed(), if renews => {
                     lock(&out)[index].abandoned = true;
                     break;
                 }
