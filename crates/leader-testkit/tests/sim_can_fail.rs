@@ -53,26 +53,26 @@ fn broken<const F: u8>(config: &SimConfig) -> Arc<dyn Provider> {
 #[test]
 fn sim_catches_a_store_that_grants_twice() {
     let test = "sim_catches_a_store_that_grants_twice";
-    must_catch(test, &SimConfig::paused(), 40, broken::<{ 0 }>, "a store that grants a held lease", &["tenures"]);
+    must_catch(test, &SimConfig::paused(), 40, broken::<0>, "a store that grants a held lease", &["tenures"]);
 }
 
 #[test]
 fn sim_catches_a_store_that_reuses_tokens() {
     let test = "sim_catches_a_store_that_reuses_tokens";
-    must_catch(test, &SimConfig::paused(), 40, broken::<{ 1 }>, "a store that reuses tokens", &["tokens"]);
+    must_catch(test, &SimConfig::paused(), 40, broken::<1>, "a store that reuses tokens", &["tokens"]);
 }
 
 #[test]
 fn sim_catches_a_release_that_frees_another_lease() {
     let test = "sim_catches_a_release_that_frees_another_lease";
     let what = "a release that frees another's lease";
-    must_catch(test, &SimConfig::paused(), 300, broken::<{ 2 }>, what, &["work", "tenures"]);
+    must_catch(test, &SimConfig::paused(), 300, broken::<2>, what, &["work", "tenures"]);
 }
 
 #[test]
 fn sim_catches_leases_that_never_expire() {
     let test = "sim_catches_leases_that_never_expire";
-    must_catch(test, &SimConfig::paused(), 40, broken::<{ 3 }>, "leases that never expire", &["liveness"]);
+    must_catch(test, &SimConfig::paused(), 40, broken::<3>, "leases that never expire", &["liveness"]);
 }
 
 #[test]
