@@ -72,8 +72,9 @@ struct State {
     /// Counts `stop()`s: a `changes()` stream belongs to the run it was taken in, and ends when
     /// that run is stopped.
     run: u64,
-    /// The run a `stop()` is ending, until its streams are ended (when its hand-over is done, or
-    /// at a `start()` that comes first).
+    /// The run a `stop()` is ending, while that `stop()` is under way: until its streams are ended
+    /// (when its hand-over is done; a `stop()` from inside the work, when it returns; or at a
+    /// `start()` from another task that comes first), or the `stop()` is cancelled.
     stopping: Option<u64>,
     /// Last known holder, ours or another's.
     holder: Option<LeaderInfo>,
@@ -324,8 +325,8 @@ impl Core {
     /// `start()`: from Stopped to Follower (keeps a manual-mode tenure).
     pub(crate) fn started(&self) {
         let mut st = lock(&self.state);
-        // A `stop()` whose hand-over is still running (deferred from inside the work): its run's
-        // streams end now, so that the run starting here has streams of its own.
+        // A `stop()` (from another task) whose hand-over is still running: its run's streams end
+        // now, so that the run starting here has streams of its own.
         if let Some(run) = st.stopping.take() {
             self.end_run_locked(&mut st, run);
         }
