@@ -1,40 +1,41 @@
 //! Randomised simulation: the real [`Election`](leader_core::Election) code, several participants
-//! on one store, a seeded schedule of faults, and checkers over the whole run.
+//! on one store, a seeded schedule of faults, and checkers over the whole run. The crate's README
+//! ("Randomised simulation") describes the model, the checkers and what they leave out.
 //!
-//! Each seed gives a [`Schedule`]: 2-5 participants (work that cooperates, work that ignores
-//! `lost()`, work that releases from inside itself, or none; one or two `changes()` subscribers
-//! each) and a few faults of every [`FaultKind`] at random instants: `stop`/`start`, `release`,
-//! dropping every handle, a crash, a pause (the participant's store calls hang), a host suspend
-//! (calls hang, then the injected [`SuspendClock`](leader_core::clock::SuspendClock) jumps), a
-//! store outage, latency before calls or on replies, lost replies, a flapping health check, a
-//! stalled subscriber, and (through the fault proxy, real servers only) reset connections. The
-//! run plays the schedule, waits until every fault has healed plus the recovery bound and one
-//! lease, stops every participant, and checks:
+//! Each seed gives a [`Schedule`]: 2-5 participants (see [`WorkStyle`]; one or two `changes()`
+//! subscribers each) and a few faults of the [`FaultKind`]s at random instants. The run plays the
+//! schedule, waits until every fault has healed plus the recovery bound and one lease, stops every
+//! participant, and checks:
 //!
 //! - **work**: no two participants' `run_as_leader` work ever runs at once ([`check_work`]), and
 //!   no work runs on past its tenure's end plus its grace (`lease_duration - renew_deadline -
 //!   drift_allowance`; none when the store said the lease was gone);
-//! - **tenures**: no two participants' tenures (`Acquired` to `Lost`) overlap, and fencing tokens
-//!   grow from tenure to tenure;
+//! - **tenures**, **tokens**: no two participants' tenures (`Acquired` to `Lost`) overlap, and
+//!   fencing tokens grow from tenure to tenure;
 //! - **events**: each participant's changes start with `Subscribed`, `Acquired` and `Lost`
 //!   alternate, `Lost` names its tenure; every ordinary subscriber's stream is exactly its
 //!   participant's changes from its subscription to the end of its run, in order, each one
-//!   delivered or (after an overflow) counted in the next delivered change's `missed`;
+//!   delivered or (after an overflow) counted in the next delivered change's `missed`; a stream
+//!   ends only after a `stop()` began (or at the drop), never while its last change says its
+//!   participant leads, and delivers nothing after a `stop()`'s `Lost`;
 //! - **deadline**: whenever `is_leader()` is true, a grant the participant's store returned still
 //!   covers that instant (send time of the acquire or renew + `renew_deadline`, less any time the
 //!   host was suspended since), probed every 50 ms and at each deadline;
 //! - **liveness**: after the last fault healed, no stretch without a leader longer than
 //!   [`SimConfig::recovery_bound`];
-//! - **ops**: `stop()` and `release()` return within the work's grace plus a few store calls, and
-//!   after every participant stopped the store shows no holder;
+//! - **ops**: `stop()` and `release()` return within the work's grace plus a few store calls,
+//!   `run_as_leader` fails only with `LeadershipLost` or `Stopped`;
 //! - **calls**: no participant makes more than [`SimConfig::calls_per_lease_bound`] store calls
-//!   within one lease (a retry loop that does not back off).
+//!   within one lease (a retry loop that does not back off);
+//! - **store**: after every participant stopped, the store shows no holder.
 //!
-//! Under tokio's paused clock on a current-thread runtime ([`run_paused`]) a seed replays exactly:
-//! the schedule is a function of the seed, the core's jitter comes from `fastrand`'s thread-local
-//! generator (seeded per run), and the clock only moves when every task waits. (tokio's
-//! `select!` picks among branches that are ready at the same poll with a generator this crate
-//! cannot seed; see the README for what that means for replays.)
+//! Under tokio's paused clock on a current-thread runtime ([`run_paused`]) the schedule is a
+//! function of the seed, the core's jitter comes from `fastrand`'s thread-local generator (seeded
+//! per run), and the clock only moves when every task waits. tokio's own generator (which picks
+//! among `select!` branches ready at once and spreads a watch channel's waiters) is seeded only
+//! when built with `--cfg tokio_unstable` ([`exact_replay`]); without it, tasks woken in the same
+//! instant may run in another order from one run to the next, so a replay repeats a seed until it
+//! fails ([`attempts`]).
 //!
 //! [`check_work`]: crate::check_work
 
