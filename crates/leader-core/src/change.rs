@@ -214,14 +214,21 @@ pub(crate) enum Event {
 /// (`event_buffer`); a subscriber that falls behind loses the oldest changes and the next one it
 /// gets carries `missed > 0`.
 ///
-/// It ends after the `Lost` of a [`stop`](crate::Election::stop) (once the lease is released), or
-/// when the election is dropped. A stream taken after `stop()` follows the next
-/// [`start`](crate::Election::start).
+/// It ends after the `Lost` of a [`stop`](crate::Election::stop) (once the lease is released, or
+/// at a [`start`](crate::Election::start) that comes before that; for a `stop()` called from
+/// inside `run_as_leader` work, when it returns), or when the election is dropped. A stream taken after `stop()` follows the next
+/// [`start`](crate::Election::start). A stream that lost changes to overflow just before its end
+/// (so that no change is left to carry `missed`) delivers one last change of its own before it
+/// ends: `missed > 0`, `is_leader: false`, reason `Stopped`, `current: None` (not known), of kind
+/// `Lost` (with `previous` the lease it last reported) if the last change it delivered said
+/// `is_leader`, else `LeaderChanged`.
 #[must_use = "streams do nothing unless polled"]
 pub struct LeadershipChanges {
     first: Option<LeadershipChange>,
     inner: BroadcastStream<Event>,
     missed: u64,
+    /// The lease the last delivered change said we hold (`None`: it said we do not lead).
+    leading: Option<crate::LeaderInfo>,
     /// The run this stream follows.
     run: u64,
     /// Keeps following the runs after `run` instead of ending at its stop.
@@ -235,6 +242,7 @@ impl LeadershipChanges {
             first: Some(first),
             inner: BroadcastStream::new(rx),
             missed: 0,
+            leading: None,
             run,
             follow_restarts: false,
             done: false,
@@ -258,6 +266,31 @@ impl LeadershipChanges {
         self.follow_restarts = true;
         self
     }
+
+    /// Delivers `change`, remembering whether it said we lead.
+    fn deliver(&mut self, change: LeadershipChange) -> Poll<Option<LeadershipChange>> {
+        self.leading = if change.is_leader { change.current.clone() } else { None };
+        Poll::Ready(Some(change))
+    }
+
+    /// Ends the stream; if changes were lost to overflow and none is left to say so, first
+    /// delivers one that does (see the type's docs).
+    fn end(&mut self) -> Poll<Option<LeadershipChange>> {
+        self.done = true;
+        if self.missed == 0 {
+            return Poll::Ready(None);
+        }
+        let previous = self.leading.take();
+        Poll::Ready(Some(LeadershipChange {
+            kind: if previous.is_some() { ChangeKind::Lost } else { ChangeKind::LeaderChanged },
+            is_leader: false,
+            current: None,
+            previous,
+            reason: ChangeReason::Stopped,
+            missed: std::mem::take(&mut self.missed),
+            at: SystemTime::now(),
+        }))
+    }
 }
 
 impl Stream for LeadershipChanges {
@@ -268,7 +301,7 @@ impl Stream for LeadershipChanges {
             return Poll::Ready(None);
         }
         if let Some(first) = self.first.take() {
-            return Poll::Ready(Some(first));
+            return self.deliver(first);
         }
         loop {
             match Pin::new(&mut self.inner).poll_next(cx) {
@@ -278,23 +311,18 @@ impl Stream for LeadershipChanges {
                     }
                     if run > self.run && !self.follow_restarts {
                         // Our run's end marker was lost to overflow: the run is over.
-                        self.done = true;
-                        return Poll::Ready(None);
+                        return self.end();
                     }
                     change.missed = std::mem::take(&mut self.missed);
-                    return Poll::Ready(Some(change));
+                    return self.deliver(change);
                 }
                 Poll::Ready(Some(Ok(Event::End { run }))) => {
                     if run >= self.run && !self.follow_restarts {
-                        self.done = true;
-                        return Poll::Ready(None);
+                        return self.end();
                     }
                 }
                 Poll::Ready(Some(Err(BroadcastStreamRecvError::Lagged(n)))) => self.missed += n,
-                Poll::Ready(None) => {
-                    self.done = true;
-                    return Poll::Ready(None);
-                }
+                Poll::Ready(None) => return self.end(),
                 Poll::Pending => return Poll::Pending,
             }
         }

@@ -10,6 +10,7 @@ pub mod harness;
 mod provider;
 mod proxy;
 pub mod scenarios;
+pub mod sim;
 mod tenure;
 mod work;
 

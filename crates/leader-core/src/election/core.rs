@@ -73,6 +73,10 @@ struct State {
     /// Counts `stop()`s: a `changes()` stream belongs to the run it was taken in, and ends when
     /// that run is stopped.
     run: u64,
+    /// The run a `stop()` is ending, while that `stop()` is under way: until its streams are ended
+    /// (when its hand-over is done; a `stop()` from inside the work, when it returns; or at a
+    /// `start()` from another task that comes first), or the `stop()` is cancelled.
+    stopping: Option<u64>,
     /// Last known holder, ours or another's.
     holder: Option<LeaderInfo>,
     /// Highest token of a tenure we ended locally: a later acquire that returns this lease again
@@ -105,6 +109,7 @@ impl Default for State {
             phase: Phase::Stopped,
             ended: None,
             run: 0,
+            stopping: None,
             holder: None,
             last_lost: None,
             last_error: None,
@@ -179,6 +184,9 @@ pub(crate) struct Core {
     /// Pokes the driver to re-evaluate (after `release`, `set_metadata`).
     pub(crate) wake: tokio::sync::Notify,
     health_check: Option<HealthCheck>,
+    /// A deliberately broken hand-over that does not wait for work
+    /// ([`ElectionBuilder::broken_release_before_work_ends`](crate::ElectionBuilder::broken_release_before_work_ends)).
+    pub(crate) broken_handover: bool,
 }
 
 impl Drop for Core {
@@ -223,6 +231,7 @@ impl Core {
             op_lock: tokio::sync::Mutex::new(()),
             wake: tokio::sync::Notify::new(),
             health_check,
+            broken_handover: false,
         }
     }
 
@@ -327,6 +336,11 @@ impl Core {
     /// `start()`: from Stopped to Follower (keeps a manual-mode tenure).
     pub(crate) fn started(&self) {
         let mut st = lock(&self.state);
+        // A `stop()` (from another task) whose hand-over is still running: its run's streams end
+        // now, so that the run starting here has streams of its own.
+        if let Some(run) = st.stopping.take() {
+            self.end_run_locked(&mut st, run);
+        }
         if matches!(st.phase, Phase::Stopped) {
             self.set_phase(&mut st, Phase::Follower);
         }
@@ -351,8 +365,46 @@ impl Core {
     /// starts a new run: streams taken from now on see the next `start()`.
     pub(crate) fn end_run(&self) {
         let mut st = lock(&self.state);
-        let _ = self.events.send(Event::End { run: st.run });
-        st.run += 1;
+        st.stopping = None;
+        let run = st.run;
+        self.end_run_locked(&mut st, run);
+    }
+
+    /// `stop()` begins: returns the run it ends (see [`end_stopped_run`](Self::end_stopped_run)).
+    pub(crate) fn begin_stop(&self) -> u64 {
+        let mut st = lock(&self.state);
+        let run = st.run;
+        st.stopping = Some(run);
+        run
+    }
+
+    /// Whether a `stop()` is under way (no acquire may begin a tenure then).
+    fn stopping(&self) -> bool {
+        lock(&self.state).stopping.is_some()
+    }
+
+    /// A `stop()` of `run` was cancelled before its end: acquires may lead again.
+    pub(crate) fn stop_cancelled(&self, run: u64) {
+        let mut st = lock(&self.state);
+        if st.stopping == Some(run) {
+            st.stopping = None;
+        }
+    }
+
+    /// `stop()`'s hand-over is done: ends the streams of `run`, unless a `start()` did already.
+    pub(crate) fn end_stopped_run(&self, run: u64) {
+        let mut st = lock(&self.state);
+        if st.stopping == Some(run) {
+            st.stopping = None;
+            self.end_run_locked(&mut st, run);
+        }
+    }
+
+    fn end_run_locked(&self, st: &mut State, run: u64) {
+        if st.run == run {
+            let _ = self.events.send(Event::End { run });
+            st.run += 1;
+        }
     }
 
     /// While abstaining after a release: until when (`None` once it is over).
@@ -396,6 +448,9 @@ impl Core {
     pub(crate) async fn acquire_once(self: &Arc<Self>) -> Result<Attempt> {
         let req = self.request();
         for _ in 0..2 {
+            if self.stopping() {
+                return Ok(Attempt::Follower(None));
+            }
             let stamp = self.stamp();
             let answer = self.call("try_acquire", self.store.try_acquire(&req)).await?;
             self.note_refusal(match &answer {
@@ -424,11 +479,17 @@ impl Core {
                         }
                         self.end_tenure(&t, ChangeReason::Expired);
                     }
-                    if self.is_stale(&lease) {
+                    let stopping = self.stopping();
+                    if stopping || self.is_stale(&lease) {
                         // We gave this tenure up locally; resuming it would emit a second Acquired
                         // for one token. Release it (its work has ended: the driver waits for that
-                        // before campaigning) and campaign afresh for a new token.
+                        // before campaigning) and campaign afresh for a new token. While a stop()
+                        // is under way (this call was in flight when it began), lead no more:
+                        // release what we got and stop here.
                         self.call("release", self.store.release(&lease)).await?;
+                        if stopping {
+                            return Ok(Attempt::Follower(None));
+                        }
                         continue;
                     }
                     return Ok(Attempt::Leading(self.begin_tenure(lease, stamp)));
@@ -560,10 +621,12 @@ impl Core {
     /// allowance), then releases the lease, so that no successor starts while the work runs.
     /// Work still running after that (its task does not yield) is left to the lease's expiry.
     ///
-    /// `own`: 1 when called from inside the tenure's own work (which cannot wait for itself).
-    pub(crate) async fn hand_over(&self, tenure: &Leadership, own: usize) -> Result<()> {
+    /// Never awaited from inside the tenure's own work (which cannot wait for itself): a
+    /// `release()` or `stop()` called there runs it in a task of its own, which waits for that
+    /// work too.
+    pub(crate) async fn hand_over(&self, tenure: &Leadership) -> Result<()> {
         let until = tenure.work_deadline() + self.options.drift_allowance;
-        if !tenure.works_ended(own, until).await {
+        if !self.broken_handover && !tenure.works_ended(0, until).await {
             tracing::warn!(election = %self.name, participant = %self.participant_id, token = %tenure.token(),
                 "run_as_leader work did not end within its grace; leaving the lease to expire instead of releasing it");
             return Ok(());

@@ -111,7 +111,7 @@ impl Driver {
             // Unhealthy: step down at once rather than keep renewing a lease we should not hold,
             // and release it once the work under it has ended.
             if core.end_tenure(&tenure, ChangeReason::Unhealthy) {
-                let _ = core.hand_over(&tenure, 0).await;
+                let _ = core.hand_over(&tenure).await;
             }
             return;
         }
@@ -169,8 +169,14 @@ impl Driver {
                 self.wait(wake).await;
             }
             Err(_) => {
+                // Back off for a retry interval whatever the push channel says: its hints may
+                // come from this attempt's own calls (a lease of ours it released), and would
+                // otherwise start the next attempt at once, in a loop as fast as the store answers.
                 let wake = Instant::now() + Core::jitter(self.core.options.retry_interval);
-                self.wait(wake).await;
+                tokio::select! {
+                    _ = sleep_until(wake) => {}
+                    _ = self.core.wake.notified() => {}
+                }
             }
         }
     }

@@ -121,7 +121,7 @@ impl Election {
         validate::validate_participant_id(participant_id)?;
         options.validate()?;
         store.check_options(&options)?;
-        Self::build(store, election, participant_id, options, None, crate::clock::system())
+        Self::build(store, election, participant_id, options, None, crate::clock::system(), false)
     }
 
     fn build(
@@ -131,12 +131,14 @@ impl Election {
         options: ElectionOptions,
         health_check: Option<HealthCheck>,
         suspend: Arc<dyn SuspendClock>,
+        broken_handover: bool,
     ) -> Result<Self> {
         validate::validate_election_name(election)?;
         validate::validate_participant_id(participant_id)?;
         options.validate()?;
         store.check_options(&options)?;
-        let core = Core::new(store, election.to_owned(), participant_id.to_owned(), options, health_check, suspend);
+        let mut core = Core::new(store, election.to_owned(), participant_id.to_owned(), options, health_check, suspend);
+        core.broken_handover = broken_handover;
         Ok(Election { handle: Arc::new(Handle { core: Arc::new(core), task: Mutex::new(None) }) })
     }
 
@@ -149,6 +151,7 @@ impl Election {
             options: ElectionOptions::default(),
             health_check: None,
             suspend: crate::clock::system(),
+            broken_handover: false,
         }
     }
 
@@ -224,10 +227,11 @@ impl Election {
         core.end_tenure(&tenure, ChangeReason::Released);
         core.wake.notify_one();
         match inside_work(&tenure) {
-            0 => core.hand_over(&tenure, 0).await,
-            own => {
+            0 => core.hand_over(&tenure).await,
+            _ => {
                 let core = core.clone();
-                tokio::spawn(async move { core.hand_over(&tenure, own).await });
+                // Not inside the work, this task waits for it (the caller's own work included).
+                tokio::spawn(async move { core.hand_over(&tenure).await });
                 Ok(())
             }
         }
@@ -252,15 +256,20 @@ impl Election {
     /// renew_deadline - drift_allowance`), then releases the lease (and leaves the store's queue),
     /// so that a follower takes over at once but never while our work runs. Also releases a lease
     /// an interrupted acquire may have left in the store. Finally every [`changes`](Election::changes)
-    /// stream taken before ends (after its `Lost`).
+    /// stream taken before ends (after its `Lost`); if [`start`](Election::start) is called before
+    /// that (from another task), they end at that `start()`.
     ///
     /// Called from inside `run_as_leader` work, it does not wait for that work: it returns once
-    /// the background task has stopped, and the release follows as soon as the work returns.
+    /// the background task has stopped (the streams taken before end then), and the release
+    /// follows as soon as the work returns.
     ///
     /// # Errors
     /// The store's error from the release or the withdrawal; the election is stopped either way.
     pub async fn stop(&self) -> Result<()> {
         let core = self.core().clone();
+        let run = core.begin_stop();
+        // If this future is dropped before the end, acquires may lead again.
+        let _cancelled = StopGuard(core.clone(), run);
         let held_before = core.tenure();
         let task = lock(&self.handle.task).take();
         if let Some(task) = task {
@@ -274,7 +283,7 @@ impl Election {
         let finish = async move {
             let mut result = Ok(());
             match &ended {
-                Some(t) => result = core.hand_over(t, own).await,
+                Some(t) => result = core.hand_over(t).await,
                 None => {
                     // An acquire cut off by its timeout may have left a lease of ours in the store.
                     let _op = core.op_lock.lock().await;
@@ -290,12 +299,15 @@ impl Election {
             if let Err(e) = core.call("withdraw", core.store.withdraw(&core.name, &core.instance_id)).await {
                 result = result.and(Err(e));
             }
-            core.end_run();
+            core.end_stopped_run(run);
             result
         };
         if own == 0 {
             finish.await
         } else {
+            // The hand-over waits for the caller's work; the run's streams end now, so that a
+            // stream taken after this returns follows the next start().
+            self.core().end_stopped_run(run);
             tokio::spawn(finish);
             Ok(())
         }
@@ -424,7 +436,7 @@ impl Election {
         let core = self.core();
         if core.end_tenure(tenure, ChangeReason::Released) {
             core.wake.notify_one();
-            if let Err(e) = core.hand_over(tenure, 0).await {
+            if let Err(e) = core.hand_over(tenure).await {
                 tracing::warn!(election = %core.name, error = %e, "could not release after run_as_leader work returned");
             }
         }
@@ -469,6 +481,15 @@ impl Election {
     }
 }
 
+/// Marks a `stop()` as no longer under way when it is dropped (at its end, or cancelled).
+struct StopGuard(Arc<Core>, u64);
+
+impl Drop for StopGuard {
+    fn drop(&mut self) {
+        self.0.stop_cancelled(self.1);
+    }
+}
+
 /// A handle to an [`Election`] that does not keep it alive (like `std::sync::Weak`): once every
 /// [`Election`] handle is dropped, the participant stops and [`upgrade`](WeakElection::upgrade)
 /// returns `None`. From [`Election::downgrade`].
@@ -493,6 +514,7 @@ pub struct ElectionBuilder {
     options: ElectionOptions,
     health_check: Option<HealthCheck>,
     suspend: Arc<dyn SuspendClock>,
+    broken_handover: bool,
 }
 
 impl ElectionBuilder {
@@ -550,10 +572,27 @@ impl ElectionBuilder {
         self
     }
 
+    /// A deliberately broken driver, for test harnesses that must show they catch one: a tenure
+    /// ended by `stop()`, `release()` or a health step-down is released in the store at once,
+    /// without waiting for its `run_as_leader` work. Never use it outside such a test.
+    #[doc(hidden)]
+    pub fn broken_release_before_work_ends(mut self) -> Self {
+        self.broken_handover = true;
+        self
+    }
+
     /// Builds it; see [`Election::new`] for the errors.
     pub fn build(self) -> Result<Election> {
         let id = self.participant_id.unwrap_or_else(default_participant_id);
-        Election::build(self.store, &self.election, &id, self.options, self.health_check, self.suspend)
+        Election::build(
+            self.store,
+            &self.election,
+            &id,
+            self.options,
+            self.health_check,
+            self.suspend,
+            self.broken_handover,
+        )
     }
 }
 
