@@ -170,10 +170,7 @@ fn normalise_hosts(hosts: &str, url: &str) -> Result<String> {
                 Some(at) => format!("***{}", &host[at..]),
                 None => host.to_owned(),
             };
-            Error::invalid_argument(format!(
-                "URL {:?}: server {shown:?} {why}",
-                leader_core::redact::secrets(url)
-            ))
+            Error::invalid_argument(format!("URL {:?}: server {shown:?} {why}", leader_core::redact::secrets(url)))
         };
         if host.is_empty() {
             return Err(bad("is empty"));
