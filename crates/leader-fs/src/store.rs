@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 use futures::stream::BoxStream;
 use leader_core::{
     async_trait, validate_election_name, validate_prefix, Acquire, AcquireRequest, Capabilities, ElectionOptions,
-    Error, FencingToken, LeaderInfo, Lease, LeaseStore, Metadata, Result,
+    Error, FencingToken, LeaderInfo, Lease, LeaseStore, Metadata, Renewal, Result,
 };
 
 use crate::clock::{self, judge, HostTime, Liveness};
@@ -514,6 +514,18 @@ impl Inner {
         }
     }
 
+    /// Extends our tenure of `lease` by `ttl`: [`LeaseStore::renew`].
+    fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>> {
+        self.change_own(
+            lease,
+            |h, now| {
+                h.expires_ns = now.after(ttl);
+                h.ttl_ms = ttl_ms(ttl);
+            },
+            Some(ttl),
+        )
+    }
+
     fn release(&self, lease: &Lease) -> Result<bool> {
         let Some(slot) = self.slots.get(&lease.election) else { return Ok(false) };
         let mut slot = lock(&slot);
@@ -657,6 +669,22 @@ impl Inner {
     }
 }
 
+/// The answers of a batch run in one blocking task; if the task itself failed (it panicked), every
+/// lease of the batch gets that error, since none of them can be known to have been handled.
+fn per_lease<T>(answers: Result<Vec<Result<T>>>, n: usize) -> Vec<Result<T>> {
+    match answers {
+        Ok(answers) => answers,
+        Err(e) => {
+            // `Error` is not `Clone`: each lease gets a copy of its kind and words.
+            let message = match std::error::Error::source(&e) {
+                Some(source) => format!("{}: {source}", e.message()),
+                None => e.message().to_owned(),
+            };
+            (0..n).map(|_| Err(Error::new(e.kind(), message.clone()))).collect()
+        }
+    }
+}
+
 #[async_trait]
 impl LeaseStore for FsStore {
     fn as_any(&self) -> Option<&dyn std::any::Any> {
@@ -670,22 +698,33 @@ impl LeaseStore for FsStore {
 
     async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>> {
         let lease = lease.clone();
-        self.blocking(move |inner| {
-            inner.change_own(
-                &lease,
-                |h, now| {
-                    h.expires_ns = now.after(ttl);
-                    h.ttl_ms = ttl_ms(ttl);
-                },
-                Some(ttl),
-            )
-        })
-        .await
+        self.blocking(move |inner| inner.renew(&lease, ttl)).await
     }
 
     async fn release(&self, lease: &Lease) -> Result<bool> {
         let lease = lease.clone();
         self.blocking(move |inner| inner.release(&lease)).await
+    }
+
+    /// One pass: a single blocking task renews the leases one after another, each exactly as
+    /// [`renew`](Self::renew) does (its own slot lock, write, then look for a newer claim). Each
+    /// renewal is a few short file operations, so a thread per lease would cost more in hand-offs
+    /// than it saves, and thousands of elections would otherwise flood the blocking pool.
+    async fn renew_batch(&self, batch: &[Renewal]) -> Vec<Result<Option<Lease>>> {
+        let batch = batch.to_vec();
+        let n = batch.len();
+        let answers = self
+            .blocking(move |inner| Ok(batch.iter().map(|r| inner.renew(&r.lease, r.ttl)).collect::<Vec<_>>()))
+            .await;
+        per_lease(answers, n)
+    }
+
+    /// One pass, like [`renew_batch`](Self::renew_batch).
+    async fn release_batch(&self, leases: &[Lease]) -> Vec<Result<bool>> {
+        let leases = leases.to_vec();
+        let n = leases.len();
+        let answers = self.blocking(move |inner| Ok(leases.iter().map(|l| inner.release(l)).collect::<Vec<_>>())).await;
+        per_lease(answers, n)
     }
 
     async fn update_metadata(&self, lease: &Lease, metadata: &Metadata) -> Result<Option<Lease>> {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use leader_core::{Acquire, AcquireRequest, ErrorKind, FencingToken, Lease, LeaseStore, Metadata, Result};
+use leader_core::{Acquire, AcquireRequest, ErrorKind, FencingToken, Lease, LeaseStore, Metadata, Renewal, Result};
 use leader_fs::FsStore;
 
 fn req(election: &str, who: &str, ttl: Duration) -> AcquireRequest {
@@ -504,5 +504,90 @@ async fn many_contenders_one_leader_at_a_time() -> Result<()> {
     sorted.dedup();
     assert_eq!(sorted.len(), all.len(), "every acquisition got its own token");
     assert!(!all.is_empty());
+    Ok(())
+}
+
+/// Issue 22: `renew_batch` and `release_batch` answer every lease on its own, as `renew` and
+/// `release` would, in one blocking pass. Of 50 leases of one handle, some are broken by an
+/// operator, released, or released and taken by another handle, and one is presented with another
+/// instance id.
+#[tokio::test]
+async fn batches_answer_each_lease_as_its_single_call_would() -> Result<()> {
+    const N: usize = 50;
+    // Long enough that nothing in the test can expire, however slow the machine.
+    const LONG: Duration = Duration::from_secs(60);
+    let dir = tempdir();
+    let a = FsStore::open(dir.path())?;
+    let b = FsStore::open(dir.path())?;
+    let mut leases = Vec::new();
+    for i in 0..N {
+        leases.push(acquired(a.try_acquire(&req(&format!("batch-{i}"), "a", LONG)).await?));
+    }
+    #[derive(Clone, Copy, PartialEq, Debug)]
+    enum Fate {
+        Ours,
+        Broken,
+        Released,
+        Taken,
+        Impostor,
+    }
+    let fate = |i: usize| match i % 10 {
+        _ if i == 9 => Fate::Impostor,
+        3 => Fate::Broken,
+        5 => Fate::Released,
+        7 => Fate::Taken,
+        _ => Fate::Ours,
+    };
+    let mut taken = Vec::new();
+    for (i, lease) in leases.iter_mut().enumerate() {
+        match fate(i) {
+            Fate::Ours => {}
+            Fate::Broken => assert!(b.break_lease(&lease.election).await?),
+            Fate::Released => assert!(a.release(lease).await?),
+            Fate::Taken => {
+                assert!(a.release(lease).await?);
+                taken.push(acquired(b.try_acquire(&req(&lease.election, "b", LONG)).await?));
+            }
+            Fate::Impostor => lease.instance_id = format!("impostor-{}", uuid::Uuid::new_v4()),
+        }
+    }
+    let batch: Vec<Renewal> = leases.iter().map(|l| Renewal { lease: l.clone(), ttl: LONG }).collect();
+    let answers = a.renew_batch(&batch).await;
+    assert_eq!(answers.len(), N);
+    for (i, (answer, lease)) in answers.into_iter().zip(&leases).enumerate() {
+        match (fate(i), answer?) {
+            (Fate::Ours, Some(renewed)) => {
+                assert_eq!((renewed.election.as_str(), renewed.token), (lease.election.as_str(), lease.token));
+                assert_eq!(renewed.instance_id, lease.instance_id);
+            }
+            (Fate::Ours, None) => panic!("lease {i} is ours but the batch said no"),
+            (_, None) => {}
+            (f, Some(l)) => panic!("lease {i} ({f:?}) is not ours but the batch renewed it: {l:?}"),
+        }
+    }
+    // The other handle's tenures were not touched.
+    for l in &taken {
+        assert_eq!(
+            b.current(&l.election).await?.map(|h| (h.instance_id, h.token)),
+            Some((l.instance_id.clone(), l.token))
+        );
+    }
+
+    // Release: ours, and the broken ones (lost to a void claim, their locks kept until released),
+    // are let go; the released, taken and impostor leases are not ours.
+    let answers = a.release_batch(&leases).await;
+    assert_eq!(answers.len(), N);
+    for (i, (answer, lease)) in answers.into_iter().zip(&leases).enumerate() {
+        let expected = matches!(fate(i), Fate::Ours | Fate::Broken);
+        assert_eq!(answer?, expected, "release of lease {i} ({:?})", fate(i));
+        let holder = b.current(&lease.election).await?;
+        match fate(i) {
+            Fate::Taken => assert_eq!(holder.map(|h| h.participant_id), Some("b".to_owned())),
+            // The impostor's release changed nothing: the real holder still leads.
+            Fate::Impostor => assert_eq!(holder.map(|h| h.token), Some(lease.token)),
+            _ => assert!(holder.is_none(), "election {i} still held after release_batch: {holder:?}"),
+        }
+    }
+    assert!(a.renew_batch(&[]).await.is_empty() && a.release_batch(&[]).await.is_empty());
     Ok(())
 }
