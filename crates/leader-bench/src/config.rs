@@ -29,6 +29,8 @@ pub struct Config {
     pub many_window: Duration,
     /// Tiny N everywhere (for the smoke test).
     pub quick: bool,
+    /// Run only the many-elections section (section 5).
+    pub many_only: bool,
     /// The executable re-run as the crash-failover holder (`__hold` mode); `None`: this process's
     /// own executable. Unused for memory://, whose crash is simulated in-process.
     pub hold_exe: Option<PathBuf>,
@@ -58,6 +60,7 @@ impl Config {
             idle_window: lease * 3,
             many_window: lease * 2,
             quick: false,
+            many_only: false,
             hold_exe: None,
             progress: false,
         })

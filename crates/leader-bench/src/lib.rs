@@ -5,6 +5,7 @@ pub mod plot;
 pub mod probe;
 pub mod report;
 pub mod sections;
+pub mod server_count;
 pub mod stats;
 
 use std::sync::Arc;
@@ -49,50 +50,61 @@ pub async fn run(config: &Config) -> Result<Report> {
         }
     };
 
-    say(&format!("uncontended latency, {} iterations", config.iterations));
-    let latency = sections::latency::run(&store, &floor, &run_id, lease, config.iterations).await?;
-
-    say(&format!("graceful handoff with push, {} handoffs", config.handoffs));
-    let mut handoff = vec![sections::handoff::run(&store, &run_id, lease, config.handoffs, true).await?];
-    if caps.push_notifications {
-        say(&format!("graceful handoff with the watch hidden (polling), {} handoffs", config.poll_handoffs));
-        handoff.push(sections::handoff::run(&store, &run_id, lease, config.poll_handoffs, false).await?);
+    let (mut latency, mut handoff, mut crash_failover, mut idle) = Default::default();
+    if config.many_only {
+        notes.push("--many-only: sections 1-4 did not run".to_owned());
     } else {
-        handoff[0].mode = "polling".to_owned();
-        notes.push("the store has no push channel: followers poll, so there is one handoff row".to_owned());
-    }
+        say(&format!("uncontended latency, {} iterations", config.iterations));
+        latency = sections::latency::run(&store, &floor, &run_id, lease, config.iterations).await?;
 
-    let crash = if config.provider() == "memory" {
-        notes.push(
-            "memory:// cannot cross processes: the crash is simulated in-process (the holder's Election and its \
-             store handle are dropped without release; the lease then expires in the store)"
-                .to_owned(),
-        );
-        Crash::InProcess
-    } else {
-        let exe = match &config.hold_exe {
-            Some(exe) => exe.clone(),
-            None => std::env::current_exe().map_err(|e| {
-                leader::Error::backend(format!("cannot find this executable to run the crash holder: {e}"))
-            })?,
+        say(&format!("graceful handoff with push, {} handoffs", config.handoffs));
+        handoff = vec![sections::handoff::run(&store, &run_id, lease, config.handoffs, true).await?];
+        if caps.push_notifications {
+            say(&format!("graceful handoff with the watch hidden (polling), {} handoffs", config.poll_handoffs));
+            handoff.push(sections::handoff::run(&store, &run_id, lease, config.poll_handoffs, false).await?);
+        } else {
+            handoff[0].mode = "polling".to_owned();
+            notes.push("the store has no push channel: followers poll, so there is one handoff row".to_owned());
+        }
+
+        let crash = if config.provider() == "memory" {
+            notes.push(
+                "memory:// cannot cross processes: the crash is simulated in-process (the holder's Election and its \
+                 store handle are dropped without release; the lease then expires in the store)"
+                    .to_owned(),
+            );
+            Crash::InProcess
+        } else {
+            let exe = match &config.hold_exe {
+                Some(exe) => exe.clone(),
+                None => std::env::current_exe().map_err(|e| {
+                    leader::Error::backend(format!("cannot find this executable to run the crash holder: {e}"))
+                })?,
+            };
+            Crash::Process { exe, url: config.store.clone() }
         };
-        Crash::Process { exe, url: config.store.clone() }
-    };
-    say(&format!("crash failover, {} runs", config.crash_runs));
-    let crash_failover = sections::failover::run(&store, &run_id, lease, config.crash_runs, &crash).await?;
+        say(&format!("crash failover, {} runs", config.crash_runs));
+        crash_failover = sections::failover::run(&store, &run_id, lease, config.crash_runs, &crash).await?;
 
-    say(&format!("idle cost over {}", humantime::format_duration(config.idle_window)));
-    let idle = sections::idle::run(&store, &run_id, lease, config.idle_window).await?;
+        say(&format!("idle cost over {}", humantime::format_duration(config.idle_window)));
+        idle = sections::idle::run(&store, &run_id, lease, config.idle_window).await?;
+    }
 
     let ks = config.election_counts();
     say(&format!("many elections, K = {ks:?}"));
-    let many_elections = sections::many::run(&store, &run_id, lease, &ks, config.many_window).await?;
+    let counter = server_count::ServerCounter::for_store(&store, &config.store);
+    match &counter {
+        Some(c) => notes.push(format!("many elections: server round trips are {}", c.what())),
+        None => notes.push("many elections: this store has no server-side count of round trips".to_owned()),
+    }
+    let many_elections = sections::many::run(&store, counter.as_ref(), &run_id, lease, &ks, config.many_window).await?;
 
     Ok(Report {
         store: config::redact(&config.store),
         provider: config.provider().to_owned(),
         lease_ms: stats::ms(lease),
         quick: config.quick,
+        many_only: config.many_only,
         started_at,
         capabilities: caps.into(),
         latency,

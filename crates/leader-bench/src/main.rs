@@ -20,6 +20,7 @@ usage: leader-bench --store URL|PROVIDER [options]
   --max-elections K     largest K of the many-elections section (default 1000: K = 1, 100, 1000)
   --lease DURATION      lease duration, e.g. 2s (default 2s; zookeeper 4s, consul 10s, azblob 15s)
   --quick               tiny N everywhere (a smoke run)
+  --many-only           run only section 5 (many elections), e.g. with --max-elections 10000
   --json FILE           where the JSON goes (default target/leader-bench/<scheme>.json)
   --plot FILE.png       draw the handoff and crash-failover distributions
   --quiet               no progress lines on stderr
@@ -149,7 +150,7 @@ fn duration(v: &str, flag: &str) -> Result<Duration> {
 }
 
 fn parse(args: &[String]) -> Result<Args> {
-    let (mut store, mut lease, mut quick, mut quiet) = (None, None, false, false);
+    let (mut store, mut lease, mut quick, mut quiet, mut many_only) = (None, None, false, false, false);
     let (mut iterations, mut handoffs, mut crash_runs, mut max_elections) = (None, None, None, None);
     let mut poll_handoffs = None;
     let (mut json, mut plot) = (None, None);
@@ -167,6 +168,7 @@ fn parse(args: &[String]) -> Result<Args> {
             "--json" => json = Some(PathBuf::from(value(args, &mut i, flag)?)),
             "--plot" => plot = Some(PathBuf::from(value(args, &mut i, flag)?)),
             "--quick" => quick = true,
+            "--many-only" => many_only = true,
             "--quiet" => quiet = true,
             other => return Err(Error::invalid_argument(format!("unknown argument {other:?}"))),
         }
@@ -186,6 +188,7 @@ fn parse(args: &[String]) -> Result<Args> {
     config.crash_runs = crash_runs.unwrap_or(config.crash_runs);
     config.max_elections = max_elections.unwrap_or(config.max_elections);
     config.progress = !quiet;
+    config.many_only = many_only;
     config.validate()?;
     Ok(Args { config, json, plot })
 }

@@ -76,7 +76,7 @@ impl Probe {
         }
     }
 
-    /// Renew latencies observed since the last reset.
+    /// Latencies of the renew calls (single or batch) observed since the last reset.
     pub fn renew_latencies(&self) -> Vec<Duration> {
         self.renew_latency.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
@@ -111,7 +111,7 @@ impl Intercept for Probe {
     }
 
     fn after(&self, op: Op, _election: &str, ok: bool, elapsed: Duration) {
-        if op == Op::Renew {
+        if matches!(op, Op::Renew | Op::RenewBatch) {
             self.renew_latency.lock().unwrap_or_else(PoisonError::into_inner).push(elapsed);
         }
         if !ok {

@@ -22,6 +22,9 @@ pub struct Report {
     pub lease_ms: f64,
     /// Whether this was a `--quick` run (tiny N).
     pub quick: bool,
+    /// Whether only the many-elections section ran (`--many-only`); sections 1-4 are then empty.
+    #[serde(default)]
+    pub many_only: bool,
     /// When the run started (RFC 3339, UTC).
     pub started_at: String,
     /// What the store says it can do.
@@ -106,6 +109,21 @@ impl Report {
             caps.push_notifications, caps.pushes_expiry, caps.server_side_expiry, caps.durable_tokens, caps.cross_host
         )?;
 
+        if !self.many_only {
+            self.write_sections_1_to_4(t)?;
+        }
+        self.write_many(t)?;
+
+        if !self.notes.is_empty() {
+            writeln!(t)?;
+            for n in &self.notes {
+                writeln!(t, "note: {n}")?;
+            }
+        }
+        Ok(())
+    }
+
+    fn write_sections_1_to_4(&self, t: &mut String) -> std::fmt::Result {
         let l = &self.latency;
         writeln!(t)?;
         writeln!(t, "1. Uncontended latency (µs), {} iterations after {} warm-up", l.iterations, l.warmup)?;
@@ -190,34 +208,47 @@ impl Report {
             write_role(t, role, cost)?;
         }
 
+        Ok(())
+    }
+
+    fn write_many(&self, t: &mut String) -> std::fmt::Result {
         writeln!(t)?;
-        writeln!(t, "5. Many elections on one store handle (renew latency in ms)")?;
         writeln!(
             t,
-            "   {:>6} {:>8} {:>8} {:>10} {:>9} {:>8} {:>9} {:>9} {:>7} {:>8}",
-            "K", "leading", "at end", "setup ms", "ops/s", "renews", "renew p50", "renew p99", "errors", "timeouts"
+            "5. Many elections on one store handle: leases renewed and store round trips per second; renew \
+             call latency in ms"
+        )?;
+        writeln!(
+            t,
+            "   {:>6} {:>7} {:>7} {:>9} {:>10} {:>9} {:>9} {:>9} {:>9} {:>6} {:>8}",
+            "K",
+            "leading",
+            "at end",
+            "setup ms",
+            "renewed/s",
+            "calls/s",
+            "server/s",
+            "renew p50",
+            "renew p99",
+            "errors",
+            "timeouts"
         )?;
         for m in &self.many_elections {
             writeln!(
                 t,
-                "   {:>6} {:>8} {:>8} {:>10} {:>9.1} {:>8} {:>9} {:>9} {:>7} {:>8}",
+                "   {:>6} {:>7} {:>7} {:>9} {:>10.1} {:>9.1} {:>9} {:>9} {:>9} {:>6} {:>8}",
                 m.k,
                 m.leading,
                 m.still_leading,
                 fmt_ms(m.setup_ms),
+                m.renewals_per_sec,
                 m.ops_per_sec,
-                m.renew.n,
+                m.server_round_trips_per_sec.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}")),
                 fmt_ms(m.renew.p50_ms),
                 fmt_ms(m.renew.p99_ms),
                 m.errors,
                 m.timeouts
             )?;
-        }
-        if !self.notes.is_empty() {
-            writeln!(t)?;
-            for n in &self.notes {
-                writeln!(t, "note: {n}")?;
-            }
         }
         Ok(())
     }

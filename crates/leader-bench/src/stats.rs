@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// Nearest-rank percentiles of a sample, in milliseconds (fractional, so that microsecond-scale
 /// stores still show digits).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
     /// How many samples.
     pub n: usize,

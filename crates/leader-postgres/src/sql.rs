@@ -28,6 +28,12 @@ pub(crate) struct Statements {
     pub renew: String,
     /// $1 election, $2 instance, $3 token, $4 channel.
     pub release: String,
+    /// $1 elections, $2 instances, $3 tokens, $4 ttls µs (arrays, one entry per lease): the rows
+    /// renewed, as `renew` returns them.
+    pub renew_batch: String,
+    /// $1 elections, $2 instances, $3 tokens (arrays), $4 channel: election, instance and token
+    /// of each lease released.
+    pub release_batch: String,
     /// $1 election, $2 instance, $3 token, $4 metadata JSON.
     pub update_metadata: String,
     /// $1 election.
@@ -88,6 +94,30 @@ impl Statements {
                         WHERE {guard} RETURNING election_name) \
              SELECT pg_notify($4::text, election_name) IS NULL AS quiet FROM r"
         );
+        // The batches: the leases as rows (unnest of parallel arrays), the rows still ours locked in
+        // election order (two batches of one table never wait on each other in a cycle; a single
+        // acquire locks one row), then the same update as the single statement. A row that changed
+        // while we waited for its lock is checked again by PostgreSQL and dropped if no longer ours.
+        let mine = |extra: &str| {
+            format!(
+                "b AS (SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[]{extra})                          AS b(b_election, b_instance, b_token{})),                  k AS (SELECT l.election_name AS k_election, b.b_instance AS k_instance, b.b_token AS k_token{} \
+                       FROM {t} l JOIN b ON l.election_name = b.b_election                        WHERE l.instance_id = b.b_instance AND l.token = b.b_token AND l.expires_at > now()                        ORDER BY l.election_name FOR UPDATE OF l)",
+                if extra.is_empty() { "" } else { ", b_ttl" },
+                if extra.is_empty() { "" } else { ", b.b_ttl AS k_ttl" },
+            )
+        };
+        let renew_batch = format!(
+            "WITH {} UPDATE {t} SET expires_at = now() + k.k_ttl * interval '1 microsecond' \
+             FROM k WHERE election_name = k.k_election RETURNING {LEASE_COLUMNS}",
+            mine(", $4::bigint[]")
+        );
+        let release_batch = format!(
+            "WITH {}, r AS (UPDATE {t} SET instance_id = NULL, expires_at = LEAST(expires_at, now()) \
+                            FROM k WHERE election_name = k.k_election \
+                            RETURNING k.k_election, k.k_instance, k.k_token) \
+             SELECT k_election, k_instance, k_token, pg_notify($4::text, k_election) IS NULL AS quiet FROM r",
+            mine("")
+        );
         let update_metadata =
             format!("UPDATE {t} SET metadata = $4::text::jsonb WHERE {guard} RETURNING {LEASE_COLUMNS}");
         let current = format!("SELECT {LEASE_COLUMNS} FROM {t} WHERE election_name = $1::text AND {LIVE}");
@@ -131,7 +161,19 @@ impl Statements {
             seq = n.sequence_q,
             holds = n.holds_q,
         );
-        Statements { acquire, renew, release, update_metadata, current, list, cleanup, exists, create }
+        Statements {
+            acquire,
+            renew,
+            release,
+            renew_batch,
+            release_batch,
+            update_metadata,
+            current,
+            list,
+            cleanup,
+            exists,
+            create,
+        }
     }
 }
 

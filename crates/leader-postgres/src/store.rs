@@ -8,7 +8,7 @@ use deadpool_postgres::{Object, Pool, PoolError};
 use futures::stream::BoxStream;
 use leader_core::{
     async_trait, cause_of, validate_election_name, validate_metadata, validate_prefix, Acquire, AcquireRequest,
-    Capabilities, ElectionOptions, Error, FencingToken, LeaderInfo, Lease, LeaseStore, Metadata, Result,
+    Capabilities, ElectionOptions, Error, FencingToken, LeaderInfo, Lease, LeaseStore, Metadata, Renewal, Result,
 };
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
@@ -433,6 +433,99 @@ impl LeaseStore for PostgresStore {
             )
             .await?;
         Ok(!rows.is_empty())
+    }
+
+    /// One statement for the whole batch (see `sql`): each lease's answer is the row returned
+    /// for it, or `None` when none was (not ours any more).
+    async fn renew_batch(&self, batch: &[Renewal]) -> Vec<Result<Option<Lease>>> {
+        let mut answers: Vec<Option<Result<Option<Lease>>>> = Vec::with_capacity(batch.len());
+        let (mut elections, mut instances, mut tokens, mut ttls) = (vec![], vec![], vec![], vec![]);
+        for r in batch {
+            match token_param(&r.lease).and_then(|token| Ok((token, ttl_micros(r.ttl)?))) {
+                Ok((token, ttl)) => {
+                    elections.push(r.lease.election.as_str());
+                    instances.push(r.lease.instance_id.as_str());
+                    tokens.push(token);
+                    ttls.push(ttl);
+                    answers.push(None);
+                }
+                // A lease the statement cannot carry gets its own error; the others go on.
+                Err(e) => answers.push(Some(Err(e))),
+            }
+        }
+        if !elections.is_empty() {
+            let rows =
+                self.query("renew_batch", &self.inner.sql.renew_batch, &[&elections, &instances, &tokens, &ttls]).await;
+            let renewed =
+                rows.and_then(|rows| rows.iter().map(|r| lease("renew_batch", r)).collect::<Result<Vec<_>>>());
+            match renewed {
+                Ok(renewed) => {
+                    for (answer, r) in answers.iter_mut().zip(batch) {
+                        if answer.is_none() {
+                            let ours = renewed.iter().find(|l| {
+                                l.election == r.lease.election
+                                    && l.instance_id == r.lease.instance_id
+                                    && l.token == r.lease.token
+                            });
+                            *answer = Some(Ok(ours.cloned()));
+                        }
+                    }
+                }
+                Err(e) => {
+                    for answer in answers.iter_mut().filter(|a| a.is_none()) {
+                        *answer = Some(Err(Error::new(e.kind(), e.to_string())));
+                    }
+                }
+            }
+        }
+        answers.into_iter().map(|a| a.unwrap_or_else(|| Err(Error::backend("renew_batch: no answer")))).collect()
+    }
+
+    /// One statement for the whole batch, like [`renew_batch`](Self::renew_batch).
+    async fn release_batch(&self, leases: &[Lease]) -> Vec<Result<bool>> {
+        let mut answers: Vec<Option<Result<bool>>> = Vec::with_capacity(leases.len());
+        let (mut elections, mut instances, mut tokens) = (vec![], vec![], vec![]);
+        for l in leases {
+            match token_param(l) {
+                Ok(token) => {
+                    elections.push(l.election.as_str());
+                    instances.push(l.instance_id.as_str());
+                    tokens.push(token);
+                    answers.push(None);
+                }
+                Err(e) => answers.push(Some(Err(e))),
+            }
+        }
+        if !elections.is_empty() {
+            let released = self
+                .query(
+                    "release_batch",
+                    &self.inner.sql.release_batch,
+                    &[&elections, &instances, &tokens, &self.inner.names.channel],
+                )
+                .await
+                .and_then(|rows| {
+                    rows.iter()
+                        .map(|r| Ok((r.try_get::<_, String>(0)?, r.try_get::<_, String>(1)?, r.try_get::<_, i64>(2)?)))
+                        .collect::<Result<Vec<_>, tokio_postgres::Error>>()
+                        .map_err(|e| {
+                            Error::backend(format!("PostgreSQL release_batch returned a row that does not decode: {e}"))
+                                .with_source(e)
+                        })
+                });
+            for (answer, l) in answers.iter_mut().zip(leases) {
+                if answer.is_none() {
+                    *answer = Some(match (&released, token_param(l)) {
+                        (Ok(rows), Ok(token)) => {
+                            Ok(rows.iter().any(|(e, i, t)| *e == l.election && *i == l.instance_id && *t == token))
+                        }
+                        (Err(e), _) => Err(Error::new(e.kind(), e.to_string())),
+                        (_, Err(e)) => Err(e),
+                    });
+                }
+            }
+        }
+        answers.into_iter().map(|a| a.unwrap_or_else(|| Err(Error::backend("release_batch: no answer")))).collect()
     }
 
     async fn update_metadata(&self, lease: &Lease, metadata: &Metadata) -> Result<Option<Lease>> {

@@ -143,6 +143,60 @@ redis.call('SET', KEYS[2], last .. '\n' .. life .. '\n' .. string.format('%.0f',
 return {'A', v, ARGV[2], at}
 "#;
 
+/// The renew script over many elections (standalone and Sentinel: every key on one server).
+/// KEYS: lease and record of each election, in pairs. ARGV: deadline µs (0: none), then owner and
+/// ttl ms of each election. The reply: one renew reply per election, in order, or `{{'L', now}}`
+/// for the whole batch when it came too late. `INFO server` is read once, and only if some lease
+/// is still ours.
+const RENEW_BATCH: &str = r#"
+local t = redis.call('TIME')
+local now = t[1] * 1000000 + t[2]
+local at = string.format('%.0f', now)
+local deadline = tonumber(ARGV[1])
+if deadline > 0 and now > deadline then return {{'L', at}} end
+local info
+local out = {}
+for i = 1, #KEYS / 2 do
+  local lease, record, own, ttl = KEYS[2 * i - 1], KEYS[2 * i], ARGV[2 * i], ARGV[2 * i + 1]
+  local v = redis.call('GET', lease)
+  if not v or string.sub(v, 1, #own) ~= own then
+    out[i] = {'N', at}
+  else
+    local last, life = string.match(redis.call('GET', record) or '', '^(%d+)\n(%x*)\n')
+    if not info then info = redis.call('INFO', 'server') end
+    if not life or #life ~= 40 or not string.find(info, '\nrun_id:' .. life, 1, true) then
+      redis.call('DEL', lease)
+      out[i] = {'N', at}
+    else
+      redis.call('PEXPIRE', lease, ttl)
+      redis.call('SET', record, last .. '\n' .. life .. '\n' .. string.format('%.0f', now + ttl * 1000))
+      out[i] = {'A', v, ttl, at}
+    end
+  end
+end
+return out
+"#;
+
+/// The release script over many elections. KEYS: lease and record of each election, in pairs.
+/// ARGV: channel, then owner and election of each. The reply: `A` or `N` per election, in order.
+const RELEASE_BATCH: &str = r#"
+local out = {}
+for i = 1, #KEYS / 2 do
+  local lease, record, own = KEYS[2 * i - 1], KEYS[2 * i], ARGV[2 * i]
+  local v = redis.call('GET', lease)
+  if not v or string.sub(v, 1, #own) ~= own then
+    out[i] = 'N'
+  else
+    redis.call('DEL', lease)
+    local last, life = string.match(redis.call('GET', record) or '', '^(%d+)\n(%x*)\n')
+    if last then redis.call('SET', record, last .. '\n' .. life .. '\n0') end
+    redis.call('PUBLISH', ARGV[1], ARGV[2 * i + 1])
+    out[i] = 'A'
+  end
+end
+return out
+"#;
+
 /// KEYS: lease, record. ARGV: owner, channel, election.
 const RELEASE: &str = r#"
 local v = redis.call('GET', KEYS[1])
@@ -184,11 +238,18 @@ pub(crate) struct Scripts {
     pub(crate) acquire: LuaScript,
     pub(crate) renew: LuaScript,
     pub(crate) release: LuaScript,
+    pub(crate) renew_batch: LuaScript,
+    pub(crate) release_batch: LuaScript,
     pub(crate) update_metadata: LuaScript,
     pub(crate) read: LuaScript,
 }
 
 impl LuaScript {
+    /// The script's SHA1, for `EVALSHA` (in a pipeline, where `run` cannot be used).
+    pub(crate) fn sha(&self) -> &str {
+        &self.sha
+    }
+
     fn new(body: &str) -> Self {
         let source = body.to_owned();
         let sha = Script::from_lua(body).sha1().to_string();
@@ -218,6 +279,8 @@ pub(crate) fn scripts() -> &'static Scripts {
         acquire: LuaScript::new(ACQUIRE),
         renew: LuaScript::new(RENEW),
         release: LuaScript::new(RELEASE),
+        renew_batch: LuaScript::new(RENEW_BATCH),
+        release_batch: LuaScript::new(RELEASE_BATCH),
         update_metadata: LuaScript::new(UPDATE_METADATA),
         read: LuaScript::new(READ),
     })

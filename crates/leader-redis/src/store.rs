@@ -7,10 +7,12 @@ use std::time::Duration;
 use fred::clients::{Client, Pool};
 use fred::interfaces::{ClientLike, ServerInterface};
 use fred::prelude::Config;
+use fred::types::{ClusterHash, CustomCommand};
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use leader_core::{
     async_trait, validate_election_name, validate_instance_id, validate_participant_id, validate_prefix, Acquire,
-    AcquireRequest, Capabilities, ElectionOptions, Error, LeaderInfo, Lease, LeaseStore, Metadata, Refusal, Result,
+    AcquireRequest, Capabilities, ElectionOptions, Error, LeaderInfo, Lease, LeaseStore, Metadata, Refusal, Renewal,
+    Result,
 };
 
 use crate::builder::RedisStoreBuilder;
@@ -314,6 +316,176 @@ impl RedisStore {
     }
 }
 
+/// The most leases one batch script handles: the script runs atomically, and other clients wait
+/// while it runs (a few µs per lease).
+const BATCH_CHUNK: usize = 256;
+
+impl RedisStore {
+    /// One renew script call for `chunk` (standalone and Sentinel).
+    async fn renew_chunk(&self, chunk: &[Renewal]) -> Vec<Result<Option<Lease>>> {
+        let mut answers: Vec<Option<Result<Option<Lease>>>> = Vec::with_capacity(chunk.len());
+        let (mut keys, mut args) = (Vec::new(), Vec::new());
+        let mut sent = Vec::new();
+        let ttl = chunk.iter().map(|r| r.ttl).min().unwrap_or_default();
+        args.push(self.deadline(ttl).to_string());
+        for (i, r) in chunk.iter().enumerate() {
+            match self.ttl_ms(r.ttl) {
+                Ok(ttl_ms) => {
+                    keys.push(self.inner.keys.lease(&r.lease.election));
+                    keys.push(self.inner.keys.token(&r.lease.election));
+                    args.push(owner(&r.lease));
+                    args.push(ttl_ms);
+                    sent.push(i);
+                    answers.push(None);
+                }
+                // A lease the script cannot carry gets its own error; the others go on.
+                Err(e) => answers.push(Some(Err(e))),
+            }
+        }
+        if !sent.is_empty() {
+            let client = self.client();
+            let replies: Result<Vec<Vec<String>>> = self.run(&scripts().renew_batch, client, keys, args).await;
+            // A renewal of ours needs the replicas' acknowledgement, as a single renew does.
+            let replicas = match &replies {
+                Ok(r) if r.iter().any(|f| f.first().is_some_and(|t| t == "A")) => self.wait_for_replicas(client).await,
+                _ => Ok(()),
+            };
+            match replies {
+                Ok(replies) if replies.len() == 1 && replies[0].first().is_some_and(|t| t == "L") => {
+                    for &i in &sent {
+                        answers[i] = Some(Err(late("renew", &chunk[i].lease.election)));
+                    }
+                }
+                Ok(replies) if replies.len() == sent.len() => {
+                    for (&i, fields) in sent.iter().zip(replies) {
+                        let election = &chunk[i].lease.election;
+                        answers[i] = Some(match self.parse_observed(election, fields) {
+                            Ok(Reply::Ours(Some(renewed))) => match &replicas {
+                                Ok(()) => Ok(Some(renewed)),
+                                Err(e) => Err(Error::new(e.kind(), e.to_string())),
+                            },
+                            Ok(Reply::Nothing) => Ok(None),
+                            Ok(other) => Err(unexpected(election, &other)),
+                            Err(e) => Err(e),
+                        });
+                    }
+                }
+                Ok(replies) => {
+                    let e =
+                        format!("the batch renew script answered {} replies for {} leases", replies.len(), sent.len());
+                    for &i in &sent {
+                        answers[i] = Some(Err(Error::backend(e.clone())));
+                    }
+                }
+                Err(e) => {
+                    for &i in &sent {
+                        answers[i] = Some(Err(Error::new(e.kind(), e.to_string())));
+                    }
+                }
+            }
+        }
+        answers.into_iter().map(|a| a.unwrap_or_else(|| Err(Error::backend("renew_batch: no answer")))).collect()
+    }
+
+    /// One release script call for `chunk` (standalone and Sentinel).
+    async fn release_chunk(&self, chunk: &[Lease]) -> Vec<Result<bool>> {
+        let keys = &self.inner.keys;
+        let mut k = Vec::with_capacity(chunk.len() * 2);
+        let mut args = Vec::with_capacity(chunk.len() * 2 + 1);
+        args.push(keys.channel().to_owned());
+        for l in chunk {
+            k.push(keys.lease(&l.election));
+            k.push(keys.token(&l.election));
+            args.push(owner(l));
+            args.push(l.election.clone());
+        }
+        let replies: Result<Vec<String>> = self.run(&scripts().release_batch, self.client(), k, args).await;
+        match replies {
+            Ok(replies) if replies.len() == chunk.len() => replies
+                .iter()
+                .zip(chunk)
+                .map(|(r, l)| match r.as_str() {
+                    "A" => Ok(true),
+                    "N" => Ok(false),
+                    other => Err(Error::backend(format!(
+                        "unexpected reply from the batch release script for {:?}: {other:?}",
+                        l.election
+                    ))),
+                })
+                .collect(),
+            Ok(replies) => {
+                let e =
+                    format!("the batch release script answered {} replies for {} leases", replies.len(), chunk.len());
+                chunk.iter().map(|_| Err(Error::backend(e.clone()))).collect()
+            }
+            Err(e) => chunk.iter().map(|_| Err(Error::new(e.kind(), e.to_string()))).collect(),
+        }
+    }
+
+    /// Cluster: every lease's renew script in one pipeline, which fred splits by node.
+    async fn renew_pipelined(&self, batch: &[Renewal]) -> Vec<Result<Option<Lease>>> {
+        let client = self.client();
+        let pipeline = client.pipeline();
+        let mut answers: Vec<Option<Result<Option<Lease>>>> = Vec::with_capacity(batch.len());
+        let mut sent = Vec::new();
+        for (i, r) in batch.iter().enumerate() {
+            let ttl_ms = match self.ttl_ms(r.ttl) {
+                Ok(ttl_ms) => ttl_ms,
+                Err(e) => {
+                    answers.push(Some(Err(e)));
+                    continue;
+                }
+            };
+            // EVALSHA sha 2 lease record owner ttl deadline, routed by its first key (fred's
+            // pipeline has no script methods). Buffered: nothing is sent until `try_all`.
+            let args = vec![
+                scripts().renew.sha().to_owned(),
+                "2".to_owned(),
+                self.inner.keys.lease(&r.lease.election),
+                self.inner.keys.token(&r.lease.election),
+                owner(&r.lease),
+                ttl_ms,
+                self.deadline(r.ttl).to_string(),
+            ];
+            let evalsha = CustomCommand::new_static("EVALSHA", ClusterHash::Offset(2), false);
+            let queued: std::result::Result<(), fred::error::Error> = pipeline.custom(evalsha, args).await;
+            match queued {
+                Ok(()) => {
+                    sent.push(i);
+                    answers.push(None);
+                }
+                Err(e) => answers.push(Some(Err(from_fred(e)))),
+            }
+        }
+        if let Some(liveness) = &self.inner.liveness {
+            liveness.sending(client, self.inner.subscriber.as_ref().map(Subscriber::client));
+        }
+        let replies = pipeline.try_all::<Vec<String>>().await;
+        if replies.iter().any(Result::is_ok) {
+            if let Some(liveness) = &self.inner.liveness {
+                liveness.answered();
+            }
+        }
+        for (&i, reply) in sent.iter().zip(replies) {
+            let r = &batch[i];
+            answers[i] = Some(match reply {
+                // The script cache is empty on that node (a restart, a new primary): the single
+                // renew loads it.
+                Err(e) if e.details().starts_with("NOSCRIPT") => self.renew(&r.lease, r.ttl).await,
+                Err(e) => Err(from_fred(e)),
+                Ok(fields) => match self.parse_observed(&r.lease.election, fields) {
+                    Ok(Reply::Ours(Some(renewed))) => Ok(Some(renewed)),
+                    Ok(Reply::Nothing) => Ok(None),
+                    Ok(Reply::Late) => Err(late("renew", &r.lease.election)),
+                    Ok(other) => Err(unexpected(&r.lease.election, &other)),
+                    Err(e) => Err(e),
+                },
+            });
+        }
+        answers.into_iter().map(|a| a.unwrap_or_else(|| Err(Error::backend("renew_batch: no answer")))).collect()
+    }
+}
+
 /// What the renew, release and metadata scripts compare the lease value's start with.
 fn owner(lease: &Lease) -> String {
     format!("{}\n{}\n", lease.instance_id, lease.token.get())
@@ -398,6 +570,30 @@ impl LeaseStore for RedisStore {
             Reply::Nothing => Ok(false),
             other => Err(unexpected(&lease.election, &other)),
         }
+    }
+
+    /// Standalone and Sentinel: one script call per [`BATCH_CHUNK`] leases. Cluster: the leases'
+    /// keys live on different nodes, so each gets its renew script, sent as one pipeline (one
+    /// write per node).
+    async fn renew_batch(&self, batch: &[Renewal]) -> Vec<Result<Option<Lease>>> {
+        if self.client().is_clustered() {
+            if self.inner.wait.is_some() {
+                // WAIT acknowledges the writes of one connection: one per renewal, as alone.
+                return futures::future::join_all(batch.iter().map(|r| self.renew(&r.lease, r.ttl))).await;
+            }
+            return self.renew_pipelined(batch).await;
+        }
+        let chunks = batch.chunks(BATCH_CHUNK).map(|chunk| self.renew_chunk(chunk));
+        futures::future::join_all(chunks).await.into_iter().flatten().collect()
+    }
+
+    /// Like [`renew_batch`](Self::renew_batch).
+    async fn release_batch(&self, leases: &[Lease]) -> Vec<Result<bool>> {
+        if self.client().is_clustered() {
+            return futures::future::join_all(leases.iter().map(|l| self.release(l))).await;
+        }
+        let chunks = leases.chunks(BATCH_CHUNK).map(|chunk| self.release_chunk(chunk));
+        futures::future::join_all(chunks).await.into_iter().flatten().collect()
     }
 
     async fn update_metadata(&self, lease: &Lease, metadata: &Metadata) -> Result<Option<Lease>> {

@@ -41,6 +41,7 @@ macro_rules! __with_scenario_names {
             late_release_cannot_touch_successor,
             tokens_strictly_increase,
             idempotent_acquire,
+            batch_answers_each_lease,
             list_elections,
             withdraw_leaves_no_candidate,
             invalid_input_rejected,

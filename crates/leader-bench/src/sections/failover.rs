@@ -40,7 +40,7 @@ pub enum Crash {
 }
 
 /// Crash-failover times.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct CrashReport {
     /// `process (SIGKILL)` or `in-process (drop without release)`.
     pub mode: String,

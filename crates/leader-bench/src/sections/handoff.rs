@@ -21,7 +21,7 @@ use super::{bound, lead, next_acquired, participant, wait_for_calls, SETTLE};
 use crate::stats::{ms, Summary};
 
 /// Handoff latency in one mode.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct HandoffReport {
     /// `push` (the store's watch passed on) or `polling` (watch hidden by an `Intercept` whose
     /// `allow_watch` is false, so followers poll).

@@ -14,7 +14,7 @@ use super::{bound, lead, participant, wait_for_calls, SETTLE};
 use crate::probe::{Counts, Probe};
 
 /// Idle cost of each role over one window.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct IdleReport {
     /// The window, in milliseconds.
     pub window_ms: f64,
@@ -29,7 +29,7 @@ pub struct IdleReport {
 }
 
 /// What one participant cost the store.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RoleCost {
     /// Store calls per second, every operation.
     pub ops_per_sec: f64,

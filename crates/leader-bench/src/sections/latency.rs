@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use crate::stats::Summary;
 
 /// Uncontended latency of the store's operations and of its floor.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct LatencyReport {
     /// Measured iterations (after the warm-up).
     pub iterations: usize,
@@ -33,7 +33,7 @@ pub struct LatencyReport {
 }
 
 /// Operation p50 / floor p50.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 pub struct Ratios {
     /// Acquire.
     pub acquire: Option<f64>,

@@ -302,3 +302,79 @@ pub async fn invalid_input_rejected(provider: Arc<dyn Provider>) -> ScenarioResu
         other => fail!("set_metadata with an empty key must be InvalidArgument, got {other:?}"),
     }
 }
+
+/// Issue 22, the batch contract: `renew_batch` and `release_batch` over leases of six elections on
+/// one handle, two of which are no longer ours (one released, one released and then taken by
+/// another instance), give each lease its own answer, exactly as `renew`/`release` would: the
+/// four of ours renewed with their tokens, `None` for the other two (and the other instance still
+/// holds); then `true` for ours, `false` for the others, and every election but the taken one is
+/// free.
+pub async fn batch_answers_each_lease(provider: Arc<dyn Provider>) -> ScenarioResult {
+    let ctx = Ctx::new(provider, "batch_answers_each_lease").await?;
+    let (sa, sb) = (ctx.store().await?, ctx.store().await?);
+    let (ia, ib) = (instance_id(), instance_id());
+    let name = |i: usize| format!("{}.{i}", ctx.name);
+    let mut leases = Vec::new();
+    for i in 0..6 {
+        let req = leader_core::AcquireRequest { election: name(i), ..ctx.request("a", &ia) };
+        match call(ctx.margin(), "try_acquire", sa.try_acquire(&req)).await? {
+            Acquire::Acquired(lease) => leases.push(lease),
+            other => fail!("election {i}: could not acquire a free lease: {other:?}"),
+        }
+    }
+    // Election 1: released (not ours any more). Election 4: released, then taken by b.
+    for i in [1, 4] {
+        ensure!(call(ctx.margin(), "release", sa.release(&leases[i])).await?, "release {i} answered false");
+    }
+    let req = leader_core::AcquireRequest { election: name(4), ..ctx.request("b", &ib) };
+    let taken = match call(ctx.margin(), "try_acquire", sb.try_acquire(&req)).await? {
+        Acquire::Acquired(lease) => lease,
+        other => fail!("b could not acquire released election 4: {other:?}"),
+    };
+    let theirs = |i: usize| i == 1 || i == 4;
+
+    let batch: Vec<leader_core::Renewal> =
+        leases.iter().map(|l| leader_core::Renewal { lease: l.clone(), ttl: ctx.lease() }).collect();
+    let renewed = crate::within(ctx.margin() * 2, "renew_batch", sa.renew_batch(&batch)).await?;
+    ensure!(renewed.len() == batch.len(), "renew_batch gave {} answers for {} leases", renewed.len(), batch.len());
+    for (i, answer) in renewed.into_iter().enumerate() {
+        match answer {
+            Ok(Some(l)) if !theirs(i) => ensure!(
+                l.token == leases[i].token && l.election == name(i) && l.instance_id == ia,
+                "renew_batch answered election {i} with another tenure: {l:?}"
+            ),
+            Ok(None) if theirs(i) => {}
+            other => fail!("renew_batch, election {i} ({}): {other:?}", if theirs(i) { "not ours" } else { "ours" }),
+        }
+    }
+    let holder = call(ctx.margin(), "current()", sb.current(&name(4))).await?;
+    ensure!(
+        holder.as_ref().is_some_and(|h| h.same_tenure(&taken)),
+        "after a batch with a stale lease of election 4, its holder is {holder:?}"
+    );
+
+    let released = crate::within(ctx.margin() * 2, "release_batch", sa.release_batch(&leases)).await?;
+    ensure!(
+        released.len() == leases.len(),
+        "release_batch gave {} answers for {} leases",
+        released.len(),
+        leases.len()
+    );
+    for (i, answer) in released.into_iter().enumerate() {
+        match answer {
+            Ok(r) if r != theirs(i) => {}
+            other => fail!("release_batch, election {i} ({}): {other:?}", if theirs(i) { "not ours" } else { "ours" }),
+        }
+    }
+    for i in 0..6 {
+        let holder = call(ctx.margin(), "current()", sb.current(&name(i))).await?;
+        match (i, holder) {
+            (4, Some(h)) if h.same_tenure(&taken) => {}
+            (4, other) => fail!("release_batch touched b's lease of election 4: current() = {other:?}"),
+            (_, None) => {}
+            (_, Some(h)) => fail!("election {i} still held after release_batch: {h:?}"),
+        }
+    }
+    ensure!(call(ctx.margin(), "release", sb.release(&taken)).await?, "b's release answered false");
+    Ok(())
+}
