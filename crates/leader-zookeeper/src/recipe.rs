@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use leader_core::{
     validate_election_name, validate_metadata, validate_participant_id, validate_prefix, Acquire, AcquireRequest,
-    Error, LeaderInfo, Lease, Metadata, Result,
+    Error, LeaderInfo, Lease, Metadata, Renewal, Result,
 };
 use zookeeper_client::{self as zk, CreateMode, Stat};
 
@@ -17,6 +17,57 @@ use crate::session::{zk_error, Inner, Session};
 
 /// Rounds of list-and-look before giving up when the queue keeps changing under us.
 const ROUNDS: usize = 8;
+
+/// The most path bytes one multi-read or multi-op of a batch carries: a quarter of the server's
+/// default request limit (`jute.maxbuffer`, 1 MiB), which leaves room for the node data a
+/// response carries and for servers configured lower.
+const MULTI_READ_BYTES: usize = 256 * 1024;
+
+/// Bytes a multi-op adds per operation besides its path (its header, the path's length, the
+/// version or watch flag).
+const MULTI_OP_OVERHEAD: usize = 24;
+
+/// A node as read: its data and stat.
+type Node = (Vec<u8>, Stat);
+
+/// Whether the node read for `lease` (`data`, `stat`) is still its own: of our session `session_id`,
+/// with the lease's token and instance.
+fn is_ours(lease: &Lease, session_id: i64, data: &[u8], stat: &Stat) -> bool {
+    let data_instance = serde_json::from_slice::<NodeData>(data).ok().map(|d| d.instance_id);
+    stat.ephemeral_owner == session_id
+        && nodes::token_of(stat) == lease.token
+        && data_instance.as_deref() == Some(lease.instance_id.as_str())
+}
+
+/// Every lease of a batch that needed the session gets its error (`Error` is not `Clone`: each
+/// gets a copy of its kind and words); the others are not ours.
+fn per_lease_error<T: Default>(paths: &[Option<String>], e: &Error) -> Vec<Result<T>> {
+    let message = match std::error::Error::source(e) {
+        Some(source) => format!("{}: {source}", e.message()),
+        None => e.message().to_owned(),
+    };
+    paths
+        .iter()
+        .map(|p| if p.is_some() { Err(Error::new(e.kind(), message.clone())) } else { Ok(T::default()) })
+        .collect()
+}
+
+/// `items` in runs whose paths add up to at most [`MULTI_READ_BYTES`] each.
+fn chunk_by_bytes<T>(items: &[T], path_len: impl Fn(&T) -> usize) -> Vec<&[T]> {
+    let mut chunks = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, item) in items.iter().enumerate() {
+        bytes += path_len(item) + MULTI_OP_OVERHEAD;
+        if bytes >= MULTI_READ_BYTES {
+            chunks.push(&items[start..=i]);
+            (start, bytes) = (i + 1, 0);
+        }
+    }
+    if start < items.len() {
+        chunks.push(&items[start..]);
+    }
+    chunks
+}
 
 impl Inner {
     /// The candidates of an election, lowest first; `None` if the election node does not exist.
@@ -253,14 +304,147 @@ impl Inner {
         }
         let found = if synced { self.synced_get(&s, &handle.path).await? } else { self.get(&s, &handle.path).await? };
         let Some((data, stat)) = found else { return Ok(None) };
-        let data_instance = serde_json::from_slice::<NodeData>(&data).ok().map(|d| d.instance_id);
-        if stat.ephemeral_owner != s.id
-            || nodes::token_of(&stat) != lease.token
-            || data_instance.as_deref() != Some(lease.instance_id.as_str())
-        {
+        if !is_ours(lease, s.id, &data, &stat) {
             return Ok(None);
         }
         Ok(Some((s, handle.path.clone(), data, stat)))
+    }
+
+    /// The node path of each lease of a batch that may still be ours, as far as this process can
+    /// tell without asking the server (what [`Inner::own_node`] checks before its read); `None`
+    /// for the others, which are not ours. The session, unless no lease needs it: an error if
+    /// none can be had (every lease with a path then answers it, as its single call would).
+    async fn own_paths<'a>(
+        &self,
+        leases: impl Iterator<Item = &'a Lease>,
+    ) -> (Vec<Option<String>>, Option<Result<Arc<Session>>>) {
+        let paths: Vec<Option<(String, i64)>> = leases
+            .map(|lease| {
+                let handle = lease.handle.get::<NodeHandle>()?;
+                (!self.guards.expired(&handle.path)).then(|| (handle.path.clone(), handle.session_id))
+            })
+            .collect();
+        if paths.iter().all(Option::is_none) {
+            return (vec![None; paths.len()], None);
+        }
+        let s = match self.session().await {
+            Ok(s) => s,
+            Err(e) => return (paths.into_iter().map(|p| p.map(|(path, _)| path)).collect(), Some(Err(e))),
+        };
+        // A node of an earlier session has expired with it.
+        let paths = paths.into_iter().map(|p| p.filter(|(_, id)| *id == s.id).map(|(path, _)| path)).collect();
+        (paths, Some(Ok(s)))
+    }
+
+    /// Reads the nodes at `paths` (`None`: skipped) with multi-reads sent at once, after a `sync`
+    /// when `synced` (see [`Inner::synced_get`]): one round trip for the whole batch, as one
+    /// `getData` (`synced_get`) is for one lease. Each node gets its own answer, as
+    /// [`Inner::get`] would give it: `Ok(None)` when it does not exist.
+    async fn multi_get(
+        &self,
+        s: &Session,
+        paths: &[Option<String>],
+        synced: bool,
+    ) -> Vec<Option<Result<Option<Node>>>> {
+        let mut answers: Vec<Option<Result<Option<Node>>>> = paths.iter().map(|_| None).collect();
+        let wanted: Vec<(usize, &str)> =
+            paths.iter().enumerate().filter_map(|(i, p)| p.as_deref().map(|p| (i, p))).collect();
+        if wanted.is_empty() {
+            return answers;
+        }
+        // Sent before the reads: the server answers a session's requests in order. The sync is
+        // of the whole server, whatever its path; the root is one every lease of ours is under.
+        let sync = synced.then(|| s.client.sync(&self.root));
+        // Each multi-read request stays well under the server's request limit (`jute.maxbuffer`);
+        // a batch of thousands of leases becomes a few requests, all sent before any answer is
+        // awaited.
+        let mut chunks = Vec::new();
+        for chunk in chunk_by_bytes(&wanted, |(_, path)| path.len()) {
+            let mut reader = s.client.new_multi_reader();
+            let mut indices = Vec::with_capacity(chunk.len());
+            for &(i, path) in chunk {
+                match reader.add_get_data(path) {
+                    Ok(()) => indices.push(i),
+                    // An invalid path (not from a handle of ours): the single read fails too.
+                    Err(e) => answers[i] = Some(Err(zk_error("get", path)(e))),
+                }
+            }
+            chunks.push((indices, reader.commit()));
+        }
+        if let Some(sync) = sync {
+            if let Err(e) = sync.await {
+                for (indices, _) in &chunks {
+                    for &i in indices {
+                        answers[i] = Some(Err(zk_error("sync", &self.root)(e.clone())));
+                    }
+                }
+                return answers;
+            }
+        }
+        for (indices, read) in chunks {
+            match read.await {
+                Ok(results) if results.len() == indices.len() => {
+                    for (i, result) in indices.into_iter().zip(results) {
+                        let path = paths[i].as_deref().unwrap_or_default();
+                        answers[i] = Some(match result {
+                            zk::MultiReadResult::Data { data, stat } => Ok(Some((data, stat))),
+                            zk::MultiReadResult::Error { err: zk::Error::NoNode } => Ok(None),
+                            zk::MultiReadResult::Error { err } => Err(zk_error("get", path)(err)),
+                            other => Err(Error::backend(format!(
+                                "ZooKeeper multi-read answered getData of {path} with {other:?}"
+                            ))),
+                        });
+                    }
+                }
+                Ok(results) => {
+                    for i in indices {
+                        answers[i] = Some(Err(Error::backend(format!(
+                            "ZooKeeper multi-read answered {} of its reads",
+                            results.len()
+                        ))));
+                    }
+                }
+                Err(e) => {
+                    for i in indices {
+                        answers[i] =
+                            Some(Err(zk_error("multi-read get", paths[i].as_deref().unwrap_or_default())(e.clone())));
+                    }
+                }
+            }
+        }
+        answers
+    }
+
+    /// [`LeaseStore::renew_batch`](leader_core::LeaseStore::renew_batch): one `sync` and one
+    /// multi-read (a few for very large batches, sent together) for every lease that may still be
+    /// ours, then the same checks and guard touch as [`Inner::renew`], per lease.
+    pub(crate) async fn renew_batch(&self, batch: &[Renewal]) -> Vec<Result<Option<Lease>>> {
+        let (paths, session) = self.own_paths(batch.iter().map(|r| &r.lease)).await;
+        let s = match session {
+            None => return batch.iter().map(|_| Ok(None)).collect(),
+            Some(Ok(s)) => s,
+            Some(Err(e)) => return per_lease_error(&paths, &e),
+        };
+        let reads = self.multi_get(&s, &paths, true).await;
+        batch
+            .iter()
+            .zip(reads)
+            .zip(&paths)
+            .map(|((r, read), path)| {
+                let (Some(read), Some(path)) = (read, path) else { return Ok(None) };
+                let Some((data, stat)) = read? else { return Ok(None) };
+                let lease = &r.lease;
+                if !is_ours(lease, s.id, &data, &stat) {
+                    return Ok(None);
+                }
+                let node = NodeRef { path, session_id: s.id, election: &lease.election, instance: &lease.instance_id };
+                if !self.touch_leader(&node, r.ttl) {
+                    return Ok(None);
+                }
+                let name = path.rsplit('/').next().unwrap_or_default();
+                Ok(Some(nodes::lease_of(&lease.election, path, name, &data, &stat, Some(s.id))))
+            })
+            .collect()
     }
 
     pub(crate) async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>> {
@@ -281,6 +465,74 @@ impl Inner {
         let deleted = self.delete(&s, &path, Some(stat.version)).await?;
         self.guards.forget(&path);
         Ok(deleted)
+    }
+
+    /// [`LeaseStore::release_batch`](leader_core::LeaseStore::release_batch): one multi-read
+    /// checks every lease that may still be ours (as [`Inner::release`] reads its node), then one
+    /// multi-op deletes all the nodes found ours, each at the version read. A multi-op is
+    /// all-or-nothing: if one of its deletes fails (a node deleted or changed since the read, by
+    /// a race), nothing was deleted, and the nodes are then deleted one by one, concurrently, so
+    /// that each lease gets the answer its own release would.
+    pub(crate) async fn release_batch(&self, leases: &[Lease]) -> Vec<Result<bool>> {
+        let (paths, session) = self.own_paths(leases.iter()).await;
+        let s = match session {
+            None => return leases.iter().map(|_| Ok(false)).collect(),
+            Some(Ok(s)) => s,
+            Some(Err(e)) => return per_lease_error(&paths, &e),
+        };
+        let reads = self.multi_get(&s, &paths, false).await;
+        let mut answers: Vec<Option<Result<bool>>> = leases.iter().map(|_| None).collect();
+        // The nodes to delete: (index, path, version).
+        let mut doomed: Vec<(usize, &str, i32)> = Vec::new();
+        for (i, ((lease, read), path)) in leases.iter().zip(reads).zip(&paths).enumerate() {
+            let (Some(read), Some(path)) = (read, path) else {
+                answers[i] = Some(Ok(false));
+                continue;
+            };
+            answers[i] = Some(match read {
+                Err(e) => Err(e),
+                Ok(Some((data, stat))) if is_ours(lease, s.id, &data, &stat) => {
+                    doomed.push((i, path, stat.version));
+                    continue;
+                }
+                Ok(_) => Ok(false),
+            });
+        }
+        for chunk in chunk_by_bytes(&doomed, |(_, path, _)| path.len()) {
+            let mut writer = s.client.new_multi_writer();
+            let mut added = Vec::with_capacity(chunk.len());
+            for &(i, path, version) in chunk {
+                match writer.add_delete(path, Some(version)) {
+                    Ok(()) => added.push((i, path, version)),
+                    Err(e) => answers[i] = Some(Err(zk_error("delete", path)(e))),
+                }
+            }
+            match writer.commit().await {
+                Ok(_) => {
+                    for (i, path, _) in added {
+                        self.guards.forget(path);
+                        answers[i] = Some(Ok(true));
+                    }
+                }
+                Err(zk::MultiWriteError::OperationFailed { .. }) => {
+                    // Nothing of the transaction was applied: one by one, each with its own answer.
+                    let singles = added.iter().map(|&(_, path, version)| self.delete(&s, path, Some(version)));
+                    for ((i, path, _), deleted) in added.iter().zip(futures::future::join_all(singles).await) {
+                        if deleted.is_ok() {
+                            self.guards.forget(path);
+                        }
+                        answers[*i] = Some(deleted);
+                    }
+                }
+                Err(zk::MultiWriteError::RequestFailed { source }) => {
+                    // Whether it was applied is unknown, as after a single delete's lost reply.
+                    for (i, path, _) in added {
+                        answers[i] = Some(Err(zk_error("delete", path)(source.clone())));
+                    }
+                }
+            }
+        }
+        answers.into_iter().map(|a| a.unwrap_or_else(|| Err(Error::backend("release_batch: no answer")))).collect()
     }
 
     pub(crate) async fn update_metadata(&self, lease: &Lease, metadata: &Metadata) -> Result<Option<Lease>> {

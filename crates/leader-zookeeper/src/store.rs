@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures::stream::BoxStream;
 use leader_core::{
     async_trait, validate_election_name, Acquire, AcquireRequest, Capabilities, ElectionOptions, Error, LeaderInfo,
-    Lease, LeaseStore, Metadata, Result,
+    Lease, LeaseStore, Metadata, Renewal, Result,
 };
 use zookeeper_client::CreateMode;
 
@@ -118,6 +118,20 @@ impl LeaseStore for ZooKeeperStore {
 
     async fn release(&self, lease: &Lease) -> Result<bool> {
         self.inner.release(lease).await
+    }
+
+    /// Verifies every lease of the batch with one `sync` and one multi-read of all their nodes
+    /// (`getData` each), sent together: one round trip through the ensemble leader for the whole
+    /// batch. Each lease is then judged and answered as [`renew`](Self::renew) would.
+    async fn renew_batch(&self, batch: &[Renewal]) -> Vec<Result<Option<Lease>>> {
+        self.inner.renew_batch(batch).await
+    }
+
+    /// One multi-read to check the nodes, then one multi-op deleting those found ours (one by one
+    /// only if that transaction fails on a node that changed meanwhile: a multi-op is
+    /// all-or-nothing, and each lease must get its own answer).
+    async fn release_batch(&self, leases: &[Lease]) -> Vec<Result<bool>> {
+        self.inner.release_batch(leases).await
     }
 
     async fn update_metadata(&self, lease: &Lease, metadata: &Metadata) -> Result<Option<Lease>> {

@@ -94,3 +94,126 @@ async fn break_lease_takes_the_node_away() {
     // Nothing left to break.
     assert!(provider.break_lease(&e).await.expect("implemented").is_err());
 }
+
+/// Issue 22: `renew_batch` and `release_batch` answer every lease on its own, as `renew` and
+/// `release` would, and reach the server in one request each (a `sync` and one multi-read to
+/// renew; one multi-read and one multi-op to release), counted by a proxy in front of the server.
+/// Of 50 leases of store `a`, some have their node deleted behind a's back, some were released,
+/// some were released and then taken by store `b`, and one is presented with another instance id.
+#[tokio::test]
+async fn batches_answer_each_lease_as_its_single_call_would_in_one_request() {
+    use common::proxy::{op, Proxy};
+    use leader_core::{Lease, Renewal};
+    use leader_testkit::Provider;
+
+    #[derive(Clone, Copy, PartialEq, Debug)]
+    enum Fate {
+        Ours,
+        Broken,
+        Released,
+        Taken,
+        Impostor,
+    }
+    fn fate(i: usize) -> Fate {
+        match i % 10 {
+            _ if i == 9 => Fate::Impostor,
+            3 => Fate::Broken,
+            5 => Fate::Released,
+            7 => Fate::Taken,
+            _ => Fate::Ours,
+        }
+    }
+    const N: usize = 50;
+    // The node guard deletes a leader node not renewed within the request's ttl: long enough that
+    // it never does during this test, however slow the machine.
+    const LONG: Duration = Duration::from_secs(600);
+    let req = |election: &str, who: &str| AcquireRequest { ttl: LONG, ..req(election, who) };
+
+    let Some(url) = common::url() else { return };
+    let provider = common::provider::ZkProvider::from_url(&url, common::SESSION).expect("a zk:// URL");
+    let first = provider.hosts.split(',').next().unwrap_or(&provider.hosts).to_owned();
+    let target = tokio::net::lookup_host(&first).await.expect("resolve").next().expect("an address");
+    let proxy = Proxy::start(target).await;
+    let a = ZooKeeperStore::builder(&proxy.addr.to_string())
+        .root(&provider.root)
+        .session_timeout(common::SESSION)
+        .connect()
+        .await
+        .expect("connect through the proxy");
+    let b = common::store(&url).await;
+
+    let base = common::unique("batch");
+    let mut leases: Vec<Lease> = Vec::new();
+    for i in 0..N {
+        let Acquire::Acquired(l) = a.try_acquire(&req(&format!("{base}-{i}"), "a")).await.unwrap() else {
+            panic!("a should lead election {i}")
+        };
+        leases.push(l);
+    }
+    let originals = leases.clone();
+    let mut taken = Vec::new();
+    for (i, lease) in leases.iter_mut().enumerate() {
+        match fate(i) {
+            Fate::Ours => {}
+            Fate::Broken => provider.break_lease(&lease.election).await.expect("implemented").unwrap(),
+            Fate::Released => assert!(a.release(lease).await.unwrap()),
+            Fate::Taken => {
+                assert!(a.release(lease).await.unwrap());
+                let Acquire::Acquired(l) = b.try_acquire(&req(&lease.election, "b")).await.unwrap() else {
+                    panic!("b should lead election {i}")
+                };
+                taken.push(l);
+            }
+            Fate::Impostor => lease.instance_id = format!("impostor-{}", uuid::Uuid::new_v4()),
+        }
+    }
+
+    let batch: Vec<Renewal> = leases.iter().map(|l| Renewal { lease: l.clone(), ttl: LONG }).collect();
+    let before = [op::SYNC, op::MULTI_READ, op::GET_DATA].map(|o| proxy.requests(o));
+    let answers = a.renew_batch(&batch).await;
+    let after = [op::SYNC, op::MULTI_READ, op::GET_DATA].map(|o| proxy.requests(o));
+    assert_eq!(answers.len(), N);
+    for (i, (answer, lease)) in answers.into_iter().zip(&leases).enumerate() {
+        match (fate(i), answer.unwrap()) {
+            (Fate::Ours, Some(renewed)) => {
+                assert_eq!((renewed.election.as_str(), renewed.token), (lease.election.as_str(), lease.token));
+                assert_eq!(renewed.instance_id, lease.instance_id);
+            }
+            (Fate::Ours, None) => panic!("lease {i} is ours but the batch said no"),
+            (_, None) => {}
+            (f, Some(l)) => panic!("lease {i} ({f:?}) is not ours but the batch renewed it: {l:?}"),
+        }
+    }
+    let sent: Vec<u64> = after.iter().zip(before).map(|(x, y)| x - y).collect();
+    assert_eq!(sent, [1, 1, 0], "renew_batch: one sync, one multi-read, no single getData");
+    // Another store's lease: not ours, and no request is needed to say so.
+    assert!(a.renew_batch(&[Renewal { lease: taken[0].clone(), ttl: LONG }]).await[0].as_ref().unwrap().is_none());
+    for l in &taken {
+        assert_eq!(b.current(&l.election).await.unwrap().map(|h| h.token), Some(l.token));
+    }
+
+    // Release: ours are deleted; the broken, released, taken and impostor leases are not ours.
+    let before = [op::MULTI_READ, op::MULTI, op::DELETE].map(|o| proxy.requests(o));
+    let answers = a.release_batch(&leases).await;
+    let after = [op::MULTI_READ, op::MULTI, op::DELETE].map(|o| proxy.requests(o));
+    assert_eq!(answers.len(), N);
+    for (i, (answer, lease)) in answers.into_iter().zip(&leases).enumerate() {
+        assert_eq!(answer.unwrap(), fate(i) == Fate::Ours, "release of lease {i} ({:?})", fate(i));
+        let holder = b.current(&lease.election).await.unwrap();
+        match fate(i) {
+            Fate::Taken => assert_eq!(holder.map(|h| h.participant_id), Some("b".to_owned())),
+            // The impostor's release changed nothing: the real holder still leads.
+            Fate::Impostor => assert_eq!(holder.map(|h| h.token), Some(lease.token)),
+            _ => assert!(holder.is_none(), "election {i} still held after release_batch: {holder:?}"),
+        }
+    }
+    let sent: Vec<u64> = after.iter().zip(before).map(|(x, y)| x - y).collect();
+    assert_eq!(sent, [1, 1, 0], "release_batch: one multi-read, one multi-op, no single delete");
+    assert!(a.renew_batch(&[]).await.is_empty() && a.release_batch(&[]).await.is_empty());
+
+    // The impostor's election is still a's: its real lease releases on its own.
+    assert!(a.release(&originals[9]).await.unwrap());
+    for l in taken {
+        assert!(b.release(&l).await.unwrap());
+    }
+}
