@@ -16,7 +16,7 @@ use futures::stream::BoxStream;
 use leader_core::{
     async_trait, validate_election_name, validate_instance_id, validate_metadata, validate_participant_id,
     validate_prefix, Acquire, AcquireRequest, Capabilities, ElectionOptions, Error, FencingToken, LeaderInfo, Lease,
-    LeaseHandle, LeaseStore, Metadata, Result,
+    LeaseHandle, LeaseStore, Metadata, Renewal, Result,
 };
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -30,6 +30,12 @@ const MAX_TTL_SECS: u64 = 9_000_000_000;
 
 /// How many times one call starts over when the lease it used turned out to be gone.
 const ATTEMPTS: usize = 3;
+
+/// How many leases one batch transaction carries, as nested transactions. etcd refuses a
+/// transaction with more than `--max-txn-ops` operations (128 by default), counting a nested
+/// transaction's own operations against what the outer one leaves: 64 nested transactions of at
+/// most two compares each stay within the default with room to spare.
+const BATCH_TXN_OPS: usize = 64;
 
 /// A lease store on etcd v3: one key per election under a prefix, each bound to an etcd lease of
 /// its holder. Cheap to clone: clones share the client (its connections) and the participants'
@@ -557,6 +563,143 @@ impl EtcdStore {
         Ok(Some(renewed))
     }
 
+    /// [`LeaseStore::renew_batch`]: what [`renew_lease`](Self::renew_lease) does for each lease,
+    /// with its checks gathered. The keep-alives of all the leases' etcd leases go out at once,
+    /// each on its lease's open keep-alive stream (one message each way; etcd-client cannot put
+    /// several lease ids on one stream, and the lease scope is one etcd lease per participant, see
+    /// the crate docs); the checks go out at the same time as one read-only transaction per
+    /// [`BATCH_TXN_OPS`] leases, holding a nested transaction per lease with that lease's own
+    /// compares (create revision and lease), so that each lease gets its own verdict. One round
+    /// trip in all, and one transaction instead of one per lease. Leases that need a fresh etcd
+    /// lease (another TTL, or a lease of another store handle) are renewed on their own, at the
+    /// same time.
+    async fn renew_many(&self, batch: &[Renewal]) -> Vec<Result<Option<Lease>>> {
+        let mut answers: Vec<Option<Result<Option<Lease>>>> = batch.iter().map(|_| None).collect();
+        // The leases checked together: (index, key, token, handle).
+        let mut fast: Vec<(usize, String, i64, Handle)> = Vec::new();
+        let mut alone = Vec::new();
+        for (i, r) in batch.iter().enumerate() {
+            let checked = validate_election_name(&r.lease.election)
+                .and_then(|()| Ok((self.ttl_secs(r.ttl, "renew ttl")?, token_param(&r.lease)?)));
+            match checked {
+                Err(e) => answers[i] = Some(Err(e)),
+                Ok((ttl, token)) => match r.lease.handle.get::<Handle>().copied().filter(|h| h.ttl == ttl) {
+                    Some(handle) => fast.push((i, self.key_unchecked(&r.lease.election), token, handle)),
+                    None => alone.push(i),
+                },
+            }
+        }
+        let sent = Instant::now();
+        // One keep-alive per etcd lease, even if a batch names one twice.
+        let ids: Vec<i64> = fast.iter().map(|f| f.3.lease_id).collect::<HashSet<_>>().into_iter().collect();
+        let checks = fast.chunks(BATCH_TXN_OPS).map(|chunk| {
+            let txn = Txn::new().and_then(
+                chunk
+                    .iter()
+                    .map(|(_, key, token, handle)| {
+                        TxnOp::txn(Txn::new().when([
+                            Compare::create_revision(key.as_str(), CompareOp::Equal, *token),
+                            Compare::lease(key.as_str(), CompareOp::Equal, handle.lease_id),
+                        ]))
+                    })
+                    .collect::<Vec<_>>(),
+            );
+            self.txn(txn)
+        });
+        let (alive, checks, singles) = tokio::join!(
+            futures::future::join_all(ids.iter().map(|&id| self.keep_alive(id))),
+            futures::future::join_all(checks),
+            futures::future::join_all(alone.iter().map(|&i| self.renew_lease(&batch[i].lease, batch[i].ttl))),
+        );
+        let alive: HashMap<i64, Result<bool>> = ids.into_iter().zip(alive).collect();
+        for (i, single) in alone.into_iter().zip(singles) {
+            answers[i] = Some(single);
+        }
+        for (chunk, checked) in fast.chunks(BATCH_TXN_OPS).zip(checks) {
+            let verdicts =
+                checked.map_err(|e| etcd_error("renew", e)).and_then(|resp| nested_verdicts(&resp, chunk.len()));
+            for (k, (i, _, _, handle)) in chunk.iter().enumerate() {
+                let lease = &batch[*i].lease;
+                answers[*i] = Some(match alive.get(&handle.lease_id) {
+                    None => Err(Error::backend("renew_batch: no keep-alive answer")),
+                    Some(Err(e)) => Err(copy_error(e)),
+                    Some(Ok(false)) => {
+                        self.forget(&lease.election, &lease.instance_id, Some(handle.lease_id));
+                        Ok(None)
+                    }
+                    Some(Ok(true)) => {
+                        self.remember(&lease.election, &lease.instance_id, handle.lease_id, handle.ttl, sent);
+                        match &verdicts {
+                            Err(e) => Err(copy_error(e)),
+                            Ok(v) if !v[k] => Ok(None),
+                            Ok(_) => {
+                                let mut renewed = lease.clone();
+                                renewed.expires_in = Some(Duration::from_secs(handle.ttl));
+                                Ok(Some(renewed))
+                            }
+                        }
+                    }
+                });
+            }
+        }
+        answers.into_iter().map(|a| a.unwrap_or_else(|| Err(Error::backend("renew_batch: no answer")))).collect()
+    }
+
+    /// [`LeaseStore::release_batch`]: one transaction per [`BATCH_TXN_OPS`] leases, holding a
+    /// nested transaction per lease that deletes its key if it still has the lease's create
+    /// revision, exactly as [`release`](LeaseStore::release) does; each nested transaction answers
+    /// for its own lease. A key named twice in a batch is released on its own afterwards (etcd
+    /// refuses a transaction that deletes one key twice), which answers `false` as a second
+    /// release would.
+    async fn release_many(&self, leases: &[Lease]) -> Vec<Result<bool>> {
+        let mut answers: Vec<Option<Result<bool>>> = leases.iter().map(|_| None).collect();
+        let mut seen = HashSet::new();
+        let (mut together, mut again) = (Vec::new(), Vec::new());
+        for (i, lease) in leases.iter().enumerate() {
+            match validate_election_name(&lease.election).and_then(|()| token_param(lease)) {
+                Err(e) => answers[i] = Some(Err(e)),
+                Ok(token) => {
+                    let key = self.key_unchecked(&lease.election);
+                    if seen.insert(key.clone()) {
+                        together.push((i, key, token));
+                    } else {
+                        again.push(i);
+                    }
+                }
+            }
+        }
+        let txns = together.chunks(BATCH_TXN_OPS).map(|chunk| {
+            let txn = Txn::new().and_then(
+                chunk
+                    .iter()
+                    .map(|(_, key, token)| {
+                        TxnOp::txn(
+                            Txn::new()
+                                .when([Compare::create_revision(key.as_str(), CompareOp::Equal, *token)])
+                                .and_then([TxnOp::delete(key.as_str(), None)]),
+                        )
+                    })
+                    .collect::<Vec<_>>(),
+            );
+            self.txn(txn)
+        });
+        let results = futures::future::join_all(txns).await;
+        for (chunk, result) in together.chunks(BATCH_TXN_OPS).zip(results) {
+            let verdicts =
+                result.map_err(|e| etcd_error("release", e)).and_then(|resp| nested_verdicts(&resp, chunk.len()));
+            for (k, (i, _, _)) in chunk.iter().enumerate() {
+                answers[*i] = Some(match &verdicts {
+                    Ok(v) => Ok(v[k]),
+                    Err(e) => Err(copy_error(e)),
+                });
+            }
+        }
+        for i in again {
+            answers[i] = Some(self.release(&leases[i]).await);
+        }
+        answers.into_iter().map(|a| a.unwrap_or_else(|| Err(Error::backend("release_batch: no answer")))).collect()
+    }
+
     /// Binds our key (create revision `token`) to a fresh lease of ours with `ttl`, keeping its value.
     async fn rebind(&self, lease: &Lease, key: &str, token: i64, ttl: u64) -> Result<Option<Lease>> {
         let own = self.grant(&lease.election, &lease.instance_id, ttl).await?;
@@ -576,6 +719,35 @@ impl EtcdStore {
             Err(e) => Err(etcd_error("renew", e)),
         }
     }
+}
+
+/// Whether each of the `n` nested transactions of a batch transaction succeeded, in order.
+fn nested_verdicts(resp: &TxnResponse, n: usize) -> Result<Vec<bool>> {
+    let verdicts: Vec<bool> = resp
+        .op_responses()
+        .into_iter()
+        .filter_map(|r| match r {
+            TxnOpResponse::Txn(t) => Some(t.succeeded()),
+            _ => None,
+        })
+        .collect();
+    if verdicts.len() != n {
+        return Err(Error::backend(format!(
+            "etcd answered {} of the {n} nested transactions of a batch",
+            verdicts.len()
+        )));
+    }
+    Ok(verdicts)
+}
+
+/// A copy of `e` for another lease of the same batch (`Error` is not `Clone`): its kind, and its
+/// message with the source's words.
+fn copy_error(e: &Error) -> Error {
+    let message = match std::error::Error::source(e) {
+        Some(source) if !e.message().contains(&source.to_string()) => format!("{}: {source}", e.message()),
+        _ => e.message().to_owned(),
+    };
+    Error::new(e.kind(), message)
 }
 
 fn token_param(lease: &Lease) -> Result<i64> {
@@ -623,6 +795,20 @@ impl LeaseStore for EtcdStore {
     /// checks the key still has this tenure's create revision and lease.
     async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Option<Lease>> {
         self.renew_lease(lease, ttl).await
+    }
+
+    /// The keep-alives of all the leases at once, on their open streams, and one read-only
+    /// transaction (per 64 leases) that checks every key at the same time, a nested transaction
+    /// per lease: one round trip for the batch. Each lease is answered as by [`renew`](Self::renew).
+    async fn renew_batch(&self, batch: &[Renewal]) -> Vec<Result<Option<Lease>>> {
+        self.renew_many(batch).await
+    }
+
+    /// One transaction (per 64 leases) holding a nested transaction per lease, each deleting its
+    /// key if it still has the lease's create revision: one round trip, each lease answered as by
+    /// [`release`](Self::release).
+    async fn release_batch(&self, leases: &[Lease]) -> Vec<Result<bool>> {
+        self.release_many(leases).await
     }
 
     /// Deletes the key if it still has this tenure's create revision. The participant's etcd lease

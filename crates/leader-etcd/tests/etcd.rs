@@ -270,3 +270,132 @@ async fn renews_cut_short_leave_nothing_behind_for_the_next_one() {
     s.client().await.unwrap().lease_revoke(kv.lease()).await.unwrap();
     assert!(s.renew(&lease, LEASE).await.unwrap().is_none());
 }
+
+/// Issue 22: `renew_batch` and `release_batch` answer every lease on its own, as `renew` and
+/// `release` would (the batch checks all keys in one transaction of nested ones, so one bad lease
+/// must not fail the others). Of 50 leases of store `a`: some have their key deleted or their etcd
+/// lease revoked from outside, some were released, some released and then taken by store `b`, one
+/// carries a wrong token, and one is presented without its handle (renewed on a fresh etcd lease).
+#[tokio::test]
+async fn batches_answer_each_lease_as_its_single_call_would() {
+    use leader_core::{Lease, Renewal};
+
+    #[derive(Clone, Copy, PartialEq, Debug)]
+    enum Fate {
+        Ours,
+        Unbound,
+        Deleted,
+        Revoked,
+        Released,
+        Taken,
+        WrongToken,
+    }
+    fn fate(i: usize) -> Fate {
+        match i % 10 {
+            _ if i == 1 => Fate::Unbound,
+            _ if i == 9 => Fate::WrongToken,
+            2 => Fate::Deleted,
+            4 => Fate::Revoked,
+            6 => Fate::Released,
+            8 => Fate::Taken,
+            _ => Fate::Ours,
+        }
+    }
+    const N: usize = 50;
+    // Long enough that no lease can expire during the test, however slow the machine.
+    const LONG: Duration = Duration::from_secs(60);
+    let req = |election: &str, who: &str| leader_core::AcquireRequest {
+        ttl: LONG,
+        ..request(election, who, &format!("{who}-{}", uuid::Uuid::new_v4().simple()))
+    };
+    let Some(url) = url() else { return };
+    let (a, b) = (store(&url).await, store(&url).await);
+    let admin = b.client().await.unwrap();
+    let base = unique("batch");
+    let mut leases: Vec<Lease> = Vec::new();
+    for i in 0..N {
+        leases.push(acquired(a.try_acquire(&req(&format!("{base}-{i}"), "a")).await.unwrap()));
+    }
+    let mut taken = Vec::new();
+    for (i, lease) in leases.iter_mut().enumerate() {
+        match fate(i) {
+            Fate::Ours => {}
+            Fate::Unbound => *lease = a.current(&lease.election).await.unwrap().expect("held"),
+            Fate::Deleted => {
+                admin.clone().delete(a.key(&lease.election).unwrap(), None).await.unwrap();
+            }
+            Fate::Revoked => {
+                let kv = raw_key(&a, &lease.election).await.expect("the key exists");
+                admin.clone().lease_revoke(kv.lease()).await.unwrap();
+            }
+            Fate::Released => assert!(a.release(lease).await.unwrap()),
+            Fate::Taken => {
+                assert!(a.release(lease).await.unwrap());
+                taken.push(acquired(b.try_acquire(&req(&lease.election, "b")).await.unwrap()));
+            }
+            Fate::WrongToken => lease.token = leader_core::FencingToken::new(lease.token.get() + 1),
+        }
+    }
+
+    let batch: Vec<Renewal> = leases.iter().map(|l| Renewal { lease: l.clone(), ttl: LONG }).collect();
+    let answers = a.renew_batch(&batch).await;
+    assert_eq!(answers.len(), N);
+    for (i, (answer, lease)) in answers.into_iter().zip(&leases).enumerate() {
+        match (fate(i), answer.unwrap()) {
+            (Fate::Ours | Fate::Unbound, Some(renewed)) => {
+                assert_eq!((renewed.election.as_str(), renewed.token), (lease.election.as_str(), lease.token));
+                assert_eq!(renewed.expires_in, Some(LONG));
+                // The unbound lease was put on a fresh etcd lease of a's: the key is bound to it.
+                let kv = raw_key(&a, &lease.election).await.expect("still held");
+                assert_ne!(kv.lease(), 0);
+                assert_eq!(kv.create_revision() as u64, lease.token.get());
+            }
+            (Fate::Ours | Fate::Unbound, None) => panic!("lease {i} is ours but the batch said no"),
+            (_, None) => {}
+            (f, Some(l)) => panic!("lease {i} ({f:?}) is not ours but the batch renewed it: {l:?}"),
+        }
+    }
+    for l in &taken {
+        assert_eq!(
+            a.current(&l.election).await.unwrap().map(|h| (h.instance_id, h.token)),
+            Some((l.instance_id.clone(), l.token))
+        );
+    }
+
+    // Release: ours go; the others are not ours, and the wrong token's key stays.
+    let answers = a.release_batch(&leases).await;
+    assert_eq!(answers.len(), N);
+    for (i, (answer, lease)) in answers.into_iter().zip(&leases).enumerate() {
+        let ours = matches!(fate(i), Fate::Ours | Fate::Unbound);
+        assert_eq!(answer.unwrap(), ours, "release of lease {i} ({:?})", fate(i));
+        let holder = a.current(&lease.election).await.unwrap();
+        match fate(i) {
+            Fate::Taken => assert_eq!(holder.map(|h| h.participant_id), Some("b".to_owned())),
+            Fate::WrongToken => assert_eq!(holder.map(|h| h.token.get()), Some(lease.token.get() - 1)),
+            _ => assert!(holder.is_none(), "election {i} still held after release_batch: {holder:?}"),
+        }
+    }
+    // A lease named twice: the first release deletes the key, the second finds nothing to do.
+    let e = format!("{base}-twice");
+    let twice_req = req(&e, "a");
+    let twice = acquired(a.try_acquire(&twice_req).await.unwrap());
+    let answers: Vec<bool> = a.release_batch(&[twice.clone(), twice]).await.into_iter().map(|r| r.unwrap()).collect();
+    assert_eq!(answers, [true, false]);
+    assert!(a.renew_batch(&[]).await.is_empty() && a.release_batch(&[]).await.is_empty());
+
+    // Leave nothing behind for a minute: revoke the etcd leases.
+    let mut wrong = leases[9].clone();
+    wrong.token = leader_core::FencingToken::new(wrong.token.get() - 1);
+    assert!(a.release(&wrong).await.unwrap());
+    for l in &taken {
+        assert!(b.release(l).await.unwrap());
+    }
+    for (i, l) in leases.iter().enumerate() {
+        a.withdraw(&l.election, &l.instance_id).await.unwrap();
+        if fate(i) == Fate::Taken {
+            let t = &taken[(i - 8) / 10];
+            b.withdraw(&t.election, &t.instance_id).await.unwrap();
+        }
+    }
+    a.withdraw(&e, &twice_req.instance_id).await.unwrap();
+}
