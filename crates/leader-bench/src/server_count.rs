@@ -2,9 +2,10 @@
 //! store really received, whatever the client library batched or pipelined.
 //!
 //! - PostgreSQL: transactions (`xact_commit + xact_rollback` of `pg_stat_database`, this
-//!   database). Each statement the store sends outside a transaction is one; the counters are
-//!   flushed by the server about once a second, so a window of a few seconds reads within a second's
-//!   worth of them.
+//!   database). Each statement the store sends outside a transaction is one. A busy backend
+//!   flushes its counters about once a second, an idle one up to 10 s late: the window starts once
+//!   the setup's acquires have been flushed ([`ServerCounter::settle`]), and in the steady state
+//!   the lag is the same at both ends of the window.
 //! - Redis: script calls (`EVALSHA`, `EVAL` and `WAIT` in `INFO commandstats`): the commands the
 //!   store sends. The commands a script runs inside are counted by Redis too, and left out here.
 //! - ZooKeeper: packets received (`Received:` of the `srvr` four-letter word, which the project's
@@ -67,6 +68,17 @@ impl ServerCounter {
         }
     }
 
+    /// How long after a burst (the K elections' acquires) the server's count catches up:
+    /// PostgreSQL 15 and later flush an idle backend's counters up to 10 s late, so the window
+    /// starts 11 s after the last election leads; the others count at once.
+    pub fn settle(&self) -> Duration {
+        match self {
+            #[cfg(feature = "postgres")]
+            ServerCounter::Postgres(_) => Duration::from_secs(11),
+            _ => Duration::ZERO,
+        }
+    }
+
     /// The server's count now.
     pub async fn read(&self) -> Result<u64, String> {
         tokio::time::timeout(Duration::from_secs(10), self.read_now())
@@ -79,8 +91,8 @@ impl ServerCounter {
             #[cfg(feature = "postgres")]
             ServerCounter::Postgres(pg) => {
                 let client = pg.pool().get().await.map_err(|e| e.to_string())?;
-                // A fresh snapshot of the statistics, not one cached earlier in this session.
-                client.execute("SELECT pg_stat_clear_snapshot()", &[]).await.map_err(|e| e.to_string())?;
+                // Outside a transaction, each read takes a fresh snapshot of the statistics (and is
+                // itself one transaction of the count).
                 let row = client
                     .query_one(
                         "SELECT (xact_commit + xact_rollback)::bigint FROM pg_stat_database \

@@ -94,14 +94,24 @@ impl Statements {
                         WHERE {guard} RETURNING election_name) \
              SELECT pg_notify($4::text, election_name) IS NULL AS quiet FROM r"
         );
-        // The batches: the leases as rows (unnest of parallel arrays), the rows still ours locked in
-        // election order (two batches of one table never wait on each other in a cycle; a single
-        // acquire locks one row), then the same update as the single statement. A row that changed
-        // while we waited for its lock is checked again by PostgreSQL and dropped if no longer ours.
+        // The batches: the leases as rows (unnest of parallel arrays, sorted by election), then for
+        // each, in that order, its row if still ours, locked (two batches of one table lock in the
+        // same order, so they never wait on each other in a cycle; a single acquire locks one
+        // row), then the same update as the single statement. A row that changed while we waited
+        // for its lock is checked again by PostgreSQL and dropped if no longer ours.
+        // The lookup is a LATERAL subquery (kept apart by its FOR UPDATE): one primary-key probe
+        // per lease. As a plain join, the generic plan (which expects 10 leases in the arrays)
+        // rescans the unnest for every lease row: 1 250 x 1 250 comparisons, 386 ms a batch
+        // instead of 18 ms.
         let mine = |extra: &str| {
             format!(
-                "b AS (SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[]{extra})                          AS b(b_election, b_instance, b_token{})),                  k AS (SELECT l.election_name AS k_election, b.b_instance AS k_instance, b.b_token AS k_token{} \
-                       FROM {t} l JOIN b ON l.election_name = b.b_election                        WHERE l.instance_id = b.b_instance AND l.token = b.b_token AND l.expires_at > now()                        ORDER BY l.election_name FOR UPDATE OF l)",
+                "b AS (SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[]{extra}) \
+                         AS b(b_election, b_instance, b_token{}) ORDER BY b_election), \
+                 k AS (SELECT l.election_name AS k_election, b.b_instance AS k_instance, b.b_token AS k_token{} \
+                       FROM b CROSS JOIN LATERAL \
+                         (SELECT l.election_name FROM {t} l WHERE l.election_name = b.b_election \
+                            AND l.instance_id = b.b_instance AND l.token = b.b_token AND l.expires_at > now() \
+                          FOR UPDATE) l)",
                 if extra.is_empty() { "" } else { ", b_ttl" },
                 if extra.is_empty() { "" } else { ", b.b_ttl AS k_ttl" },
             )

@@ -89,6 +89,9 @@ pub async fn run(
         let leading = led.iter().filter(|r| matches!(r, Ok(Ok(_)))).count();
         let setup = start.elapsed();
 
+        if let Some(c) = counter {
+            tokio::time::sleep(c.settle()).await;
+        }
         let server_before = read(counter).await;
         probe.reset();
         leases.reset();

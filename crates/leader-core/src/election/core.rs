@@ -183,6 +183,8 @@ pub(crate) struct Core {
     pub(crate) op_lock: tokio::sync::Mutex<()>,
     /// Pokes the driver to re-evaluate (after `release`, `set_metadata`).
     pub(crate) wake: tokio::sync::Notify,
+    /// Wakes every acquire waiting for its turn on the handle when a `stop()` begins.
+    stop_begun: tokio::sync::Notify,
     health_check: Option<HealthCheck>,
     /// A deliberately broken hand-over that does not wait for work
     /// ([`ElectionBuilder::broken_release_before_work_ends`](crate::ElectionBuilder::broken_release_before_work_ends)).
@@ -230,6 +232,7 @@ impl Core {
             status: watch::Sender::new(Status { stopped: true, ..Status::default() }),
             op_lock: tokio::sync::Mutex::new(()),
             wake: tokio::sync::Notify::new(),
+            stop_begun: tokio::sync::Notify::new(),
             health_check,
             broken_handover: false,
         }
@@ -372,9 +375,12 @@ impl Core {
 
     /// `stop()` begins: returns the run it ends (see [`end_stopped_run`](Self::end_stopped_run)).
     pub(crate) fn begin_stop(&self) -> u64 {
-        let mut st = lock(&self.state);
-        let run = st.run;
-        st.stopping = Some(run);
+        let run = {
+            let mut st = lock(&self.state);
+            st.stopping = Some(st.run);
+            st.run
+        };
+        self.stop_begun.notify_waiters();
         run
     }
 
@@ -448,9 +454,18 @@ impl Core {
     pub(crate) async fn acquire_once(self: &Arc<Self>) -> Result<Attempt> {
         let req = self.request();
         for _ in 0..2 {
+            // Our turn among the handle's acquires, waited for before the call's timeout starts;
+            // a stop() begun meanwhile ends the wait.
+            let stop_begun = self.stop_begun.notified();
+            tokio::pin!(stop_begun);
+            stop_begun.as_mut().enable();
             if self.stopping() {
                 return Ok(Attempt::Follower(None));
             }
+            let _turn = tokio::select! {
+                turn = self.coalescer.acquire_turn() => turn,
+                () = stop_begun => return Ok(Attempt::Follower(None)),
+            };
             let stamp = self.stamp();
             let answer = self.call("try_acquire", self.store.try_acquire(&req)).await?;
             self.note_refusal(match &answer {

@@ -123,7 +123,8 @@ impl Driver {
         match core.renew(&tenure).await {
             Ok((stamp, Some(renewed))) => {
                 if core.renewed(&tenure, renewed, stamp) {
-                    self.next_renew = stamp.sent + core.options.renew_interval;
+                    let interval = core.options.renew_interval;
+                    self.next_renew = core.coalescer.align(stamp.sent + interval, interval);
                 }
             }
             Ok((_, None)) => {
@@ -154,8 +155,9 @@ impl Driver {
         };
         match attempt {
             Ok(Attempt::Leading(tenure)) => {
-                self.next_renew =
-                    tenure.valid_until() - self.core.options.renew_deadline + self.core.options.renew_interval;
+                let interval = self.core.options.renew_interval;
+                let due = tenure.valid_until() - self.core.options.renew_deadline + interval;
+                self.next_renew = self.core.coalescer.align(due, interval);
             }
             Ok(Attempt::Follower(holder)) => {
                 let wake = self.follower_wake(holder.as_ref());

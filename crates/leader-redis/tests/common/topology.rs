@@ -591,6 +591,7 @@ pub const SUBSET: &[&str] = &[
     "late_release_cannot_touch_successor",
     "tokens_strictly_increase",
     "idempotent_acquire",
+    "batch_answers_each_lease",
     "list_elections",
     "crash_takeover",
     "run_as_leader_exclusive",
