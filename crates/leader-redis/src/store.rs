@@ -572,7 +572,7 @@ impl LeaseStore for RedisStore {
         }
     }
 
-    /// Standalone and Sentinel: one script call per [`BATCH_CHUNK`] (1 024) leases. Cluster: the leases'
+    /// Standalone and Sentinel: one script call per 1 024 leases (`BATCH_CHUNK`). Cluster: the leases'
     /// keys live on different nodes, so each gets its renew script, sent as one pipeline (one
     /// write per node).
     async fn renew_batch(&self, batch: &[Renewal]) -> Vec<Result<Option<Lease>>> {
