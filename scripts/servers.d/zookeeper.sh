@@ -40,6 +40,9 @@ is_up_zookeeper() {
 # The session timeout is the lease: 4 s, the test lease the suites and leader-bench use here.
 url_zookeeper() { echo "zk://127.0.0.1:$ZK_PORT/leader-test?session_timeout=4s"; }
 
+# forceSync=no: the transaction log is not fsynced per write (a test server, as PostgreSQL runs with
+# fsync off and etcd on tmpfs here). Its fsyncs on the disk the suites share stalled other suites'
+# file operations for most of a second (leader-fs's fsync of a directory, its renames).
 up_zookeeper() {
   zk_install || return 1
   local dir; dir="$(zk_dir)"
@@ -56,6 +59,7 @@ syncLimit=5
 maxClientCnxns=0
 admin.enableServer=false
 4lw.commands.whitelist=srvr,ruok,stat,conf
+forceSync=no
 EOF
   # A server from an earlier run that still answers is reused (up is idempotent).
   if zk_serving; then return 0; fi

@@ -105,7 +105,7 @@ impl Throwaway {
             &cfg,
             format!(
                 "dataDir={}\nclientPort={port}\nclientPortAddress=127.0.0.1\ntickTime=500\nminSessionTimeout=1000\n\
-                 maxSessionTimeout=60000\nadmin.enableServer=false\n4lw.commands.whitelist=srvr,ruok\n",
+                 maxSessionTimeout=60000\nadmin.enableServer=false\n4lw.commands.whitelist=srvr,ruok\nforceSync=no\n",
                 dir.join("data").display()
             ),
         )

@@ -119,7 +119,7 @@ impl Ensemble {
             let mut cfg = format!(
                 "tickTime={TICK_MS}\ninitLimit={INIT_LIMIT}\nsyncLimit={SYNC_LIMIT}\ndataDir={}\n\
                  clientPort={}\nclientPortAddress=127.0.0.1\nminSessionTimeout=1000\nmaxSessionTimeout=60000\n\
-                 admin.enableServer=false\n4lw.commands.whitelist=srvr,ruok,stat,conf,mntr\n",
+                 admin.enableServer=false\n4lw.commands.whitelist=srvr,ruok,stat,conf,mntr\nforceSync=no\n",
                 sdir.join("data").display(),
                 client_port(id),
             );
